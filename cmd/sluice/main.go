@@ -1,0 +1,107 @@
+// Command sluice is a small, fast TCP relay and proxy for routers and IoT
+// gateways. See `sluice help`.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+)
+
+const usage = `sluice - a fast, frugal relay and proxy for routers and gateways
+
+Usage:
+  sluice <command> [flags] [arguments]
+
+Commands:
+  forward   relay every connection on one address to another (socat-style)
+  version   print the version, commit and platform
+  help      show help for a command: sluice help forward
+
+Addresses:
+  tcp:HOST:PORT  tcp4:HOST:PORT  tcp6:[ADDR]:PORT  unix:/path  HOST:PORT
+
+Example:
+  sluice forward 0.0.0.0:8080 192.168.1.10:80
+
+Run 'sluice <command> --help' for the flags of a command.
+`
+
+// errUsage marks errors that should be followed by a hint to --help.
+var errUsage = errors.New("usage")
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes one command line and returns the process exit status:
+// 0 on success, 1 when the command failed, 2 on a usage error.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	var err error
+	switch cmd {
+	case "forward":
+		err = runForward(rest, stderr)
+	case "version", "--version", "-version":
+		err = runVersion(stdout)
+	case "help", "-h", "-help", "--help":
+		if len(rest) > 0 && rest[0] != "help" {
+			return run([]string{rest[0], "--help"}, stdout, stderr)
+		}
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "sluice: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	switch {
+	case err == nil || errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "sluice %s: %v\nRun 'sluice %s --help' for usage.\n", cmd, strings.TrimPrefix(err.Error(), "usage: "), cmd)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "sluice %s: %v\n", cmd, err)
+		return 1
+	}
+}
+
+// parseArgs parses flags that may come before, between or after the
+// positional arguments, and returns the positional ones.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "--" {
+			return append(pos, args[1:]...), nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// newLogger returns a text logger on w at the named level.
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("%w: --log-level %q: want debug, info, warn or error", errUsage, level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}

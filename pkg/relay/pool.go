@@ -1,0 +1,152 @@
+package relay
+
+import (
+	"sync/atomic"
+
+	"github.com/sluice-proxy/sluice/pkg/sys"
+)
+
+// Defaults for the zero values of PoolConfig.
+const (
+	DefaultMaxPipes = 256
+	DefaultBufSize  = 32 << 10
+	// keptPipes and keptBufs bound what one loop keeps for reuse.
+	keptPipes = 16
+	keptBufs  = 16
+)
+
+// PoolConfig sizes pipes and buffers. The zero value is usable.
+type PoolConfig struct {
+	// PipeSize asks the kernel for pipes of this many bytes (F_SETPIPE_SZ).
+	// If zero, the kernel default (64 KiB on Linux) is kept.
+	PipeSize int
+	// MaxPipes bounds the pipes that exist at once across all loops, like
+	// HAProxy's maxpipes; each costs two file descriptors. When the bound
+	// is reached relays use the copy path. If zero, DefaultMaxPipes; if
+	// negative, no pipes are used at all.
+	MaxPipes int
+	// BufSize is the size of copy-path buffers. If zero, DefaultBufSize.
+	BufSize int
+}
+
+// Budget counts the pipes in existence, shared by the pools of all loops.
+type Budget struct {
+	max int64
+	n   atomic.Int64
+}
+
+// NewBudget returns a budget for at most max pipes.
+func NewBudget(max int) *Budget { return &Budget{max: int64(max)} }
+
+// InUse returns the number of pipes in existence.
+func (b *Budget) InUse() int { return int(b.n.Load()) }
+
+func (b *Budget) take() bool {
+	if b.n.Add(1) > b.max {
+		b.n.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (b *Budget) give() { b.n.Add(-1) }
+
+// pipe is a kernel pipe: bytes are spliced into w and out of r.
+type pipe struct{ r, w int }
+
+// Pool lends pipes and buffers to the relays of one loop. It is owned by
+// that loop and not safe for concurrent use; only the pipe count is shared.
+// A relay borrows a pipe or buffer only while bytes are in flight.
+type Pool struct {
+	budget   *Budget
+	pipeSize int // requested size; 0 = kernel default
+	span     int // bytes one splice asks for
+	bufSize  int
+	pipes    []pipe
+	bufs     [][]byte
+}
+
+// NewPool returns a loop's pool drawing pipes from budget (nil: no pipes).
+func NewPool(cfg PoolConfig, budget *Budget) *Pool {
+	p := &Pool{budget: budget, pipeSize: cfg.PipeSize, span: cfg.PipeSize, bufSize: cfg.BufSize}
+	if p.span <= 0 {
+		p.span = 64 << 10
+	}
+	if p.bufSize <= 0 {
+		p.bufSize = DefaultBufSize
+	}
+	return p
+}
+
+// PoolSet builds one Pool per loop around a shared Budget.
+func PoolSet(cfg PoolConfig, loops int) []*Pool {
+	var budget *Budget
+	switch {
+	case cfg.MaxPipes == 0:
+		budget = NewBudget(DefaultMaxPipes)
+	case cfg.MaxPipes > 0:
+		budget = NewBudget(cfg.MaxPipes)
+	}
+	pools := make([]*Pool, loops)
+	for i := range pools {
+		pools[i] = NewPool(cfg, budget)
+	}
+	return pools
+}
+
+// getPipe returns an empty pipe, or false when the budget is spent or the
+// kernel refuses (out of descriptors): the caller then copies instead.
+func (p *Pool) getPipe() (pipe, bool) {
+	if n := len(p.pipes); n > 0 {
+		pp := p.pipes[n-1]
+		p.pipes = p.pipes[:n-1]
+		return pp, true
+	}
+	if p.budget == nil || !p.budget.take() {
+		return pipe{}, false
+	}
+	r, w, err := sys.Pipe2()
+	if err != nil {
+		p.budget.give()
+		return pipe{}, false
+	}
+	if p.pipeSize > 0 {
+		if got, err := sys.SetPipeSize(w, p.pipeSize); err == nil && got < p.span {
+			p.span = got
+		}
+	}
+	return pipe{r: r, w: w}, true
+}
+
+// putPipe takes back an empty pipe.
+func (p *Pool) putPipe(pp pipe) {
+	if len(p.pipes) < keptPipes {
+		p.pipes = append(p.pipes, pp)
+		return
+	}
+	p.destroyPipe(pp)
+}
+
+// destroyPipe closes a pipe, for one that still holds bytes of a dead
+// connection, which must never reach another.
+func (p *Pool) destroyPipe(pp pipe) {
+	sys.Close(pp.r)
+	sys.Close(pp.w)
+	p.budget.give()
+}
+
+func (p *Pool) getBuf() []byte {
+	if n := len(p.bufs); n > 0 {
+		b := p.bufs[n-1]
+		p.bufs[n-1] = nil
+		p.bufs = p.bufs[:n-1]
+		return b
+	}
+	return make([]byte, p.bufSize)
+}
+
+func (p *Pool) putBuf(b []byte) {
+	if len(p.bufs) < keptBufs {
+		p.bufs = append(p.bufs, b)
+	}
+}

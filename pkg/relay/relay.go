@@ -1,0 +1,308 @@
+// Package relay moves bytes between two connected, non-blocking sockets on
+// one reactor loop: splice through a pooled pipe while bytes are in flight,
+// a pooled buffer when no pipe is available or the socket family cannot
+// splice. It propagates backpressure, half-close and resets.
+//
+// A relay is driven by edge-triggered readiness and never blocks. It reads
+// a source only when the previous chunk has been fully written to the
+// destination, so a slow reader makes sluice hold at most one pipe or one
+// buffer per direction, and an idle relay holds neither.
+package relay
+
+import (
+	"errors"
+	"io"
+	"time"
+
+	"github.com/sluice-proxy/sluice/pkg/reactor"
+	"github.com/sluice-proxy/sluice/pkg/sys"
+)
+
+// ErrIdleTimeout is the reason given when a relay closes for inactivity.
+var ErrIdleTimeout = errors.New("idle timeout")
+
+// ErrAborted is the reason given when a relay is closed by Abort.
+var ErrAborted = errors.New("aborted")
+
+// roundsPerTurn bounds the chunks a direction moves per turn before the
+// relay yields to other connections on its loop (and resumes after them).
+const roundsPerTurn = 4
+
+// Options tune one relay. The zero value is usable.
+type Options struct {
+	// IdleTimeout closes the relay when no byte moved in either direction
+	// for this long. If zero, never.
+	IdleTimeout time.Duration
+	// Done, if set, is called once on the loop after both sockets are
+	// closed, with nil after a clean end or the reason otherwise.
+	Done func(r *Relay, err error)
+}
+
+// Relay joins two sockets. Its methods run on the loop that owns it.
+type Relay struct {
+	loop     *reactor.Loop
+	pool     *Pool
+	opts     Options
+	a, b     end
+	ab, ba   flow
+	last     time.Duration // loop clock at the last activity
+	timer    reactor.Timer
+	copyOnly bool // splice refused for this pair: buffers only
+	queued   bool // deferred to the end of the loop's batch
+	closed   bool
+}
+
+// end is one socket of a relay and the handler of its events.
+type end struct {
+	r        *Relay
+	fd       int
+	readable bool
+	writable bool
+}
+
+// flow is one direction: bytes read from one end, waiting for the other.
+type flow struct {
+	pipe   pipe
+	inPipe int    // bytes in pipe; a pipe is held only while > 0
+	buf    []byte // held only while off < n
+	off, n int
+	eof    bool // the source sent FIN
+	shut   bool // FIN passed on to the destination
+	bytes  uint64
+}
+
+// Start relays between a and b, both connected sockets already registered
+// on l with endpoint.ConnEvents (edge-triggered). The relay takes ownership
+// of both fds and closes each exactly once.
+func Start(l *reactor.Loop, pool *Pool, a, b int, opts Options) *Relay {
+	r := &Relay{loop: l, pool: pool, opts: opts}
+	r.a = end{r: r, fd: a, readable: true, writable: true}
+	r.b = end{r: r, fd: b, readable: true, writable: true}
+	l.SetHandler(a, &r.a)
+	l.SetHandler(b, &r.b)
+	if opts.IdleTimeout > 0 {
+		r.timer.Func = r.checkIdle
+		l.Schedule(&r.timer, opts.IdleTimeout)
+	}
+	r.pump()
+	return r
+}
+
+// Loop returns the loop that owns the relay.
+func (r *Relay) Loop() *reactor.Loop { return r.loop }
+
+// BytesAB returns the bytes delivered from a to b so far.
+func (r *Relay) BytesAB() uint64 { return r.ab.bytes }
+
+// BytesBA returns the bytes delivered from b to a so far.
+func (r *Relay) BytesBA() uint64 { return r.ba.bytes }
+
+// Abort resets both sockets at once.
+func (r *Relay) Abort() { r.finish(ErrAborted) }
+
+// HandleEvent records readiness and moves what can be moved.
+func (e *end) HandleEvent(ev uint32) {
+	if ev&(sys.EventIn|sys.EventRdHup|sys.EventHup|sys.EventErr) != 0 {
+		e.readable = true
+	}
+	if ev&(sys.EventOut|sys.EventHup|sys.EventErr) != 0 {
+		e.writable = true
+	}
+	e.r.pump()
+}
+
+// Run continues a turn that was cut short to be fair to other relays.
+func (r *Relay) Run() {
+	r.queued = false
+	r.pump()
+}
+
+func (r *Relay) pump() {
+	if r.closed {
+		return
+	}
+	r.last = r.loop.Now()
+	more1, err := r.move(&r.ab, &r.a, &r.b)
+	if err != nil {
+		r.finish(err)
+		return
+	}
+	more2, err := r.move(&r.ba, &r.b, &r.a)
+	if err != nil {
+		r.finish(err)
+		return
+	}
+	if r.ab.shut && r.ba.shut {
+		r.finish(nil)
+		return
+	}
+	if (more1 || more2) && !r.queued {
+		r.queued = true
+		r.loop.Defer(r)
+	}
+}
+
+// move advances one direction as far as readiness allows. It reports
+// whether it stopped only to yield, with work left.
+func (r *Relay) move(f *flow, src, dst *end) (bool, error) {
+	for round := 0; ; round++ {
+		for f.pending() {
+			if !dst.writable {
+				return false, nil
+			}
+			if err := r.flush(f, dst.fd); err != nil {
+				if sys.IsAgain(err) {
+					dst.writable = false
+					return false, nil
+				}
+				return false, err
+			}
+		}
+		if f.eof {
+			if !f.shut {
+				f.shut = true
+				// ENOTCONN here means the destination is already gone;
+				// its own events will tell.
+				_ = sys.ShutdownWrite(dst.fd)
+			}
+			return false, nil
+		}
+		if !src.readable {
+			return false, nil
+		}
+		if round == roundsPerTurn {
+			return true, nil
+		}
+		n, err := r.fill(f, src.fd)
+		switch {
+		case err == nil && n == 0:
+			f.eof = true
+		case sys.IsAgain(err):
+			src.readable = false
+			return false, nil
+		case err != nil:
+			return false, err
+		}
+	}
+}
+
+func (f *flow) pending() bool { return f.inPipe > 0 || f.off < f.n }
+
+// fill reads one chunk from src into a borrowed pipe, or a buffer when no
+// pipe can be had. It is called only when the flow holds nothing, so EAGAIN
+// always means the socket is drained and 0 always means end of file.
+func (r *Relay) fill(f *flow, src int) (int, error) {
+	if !r.copyOnly {
+		if p, ok := r.pool.getPipe(); ok {
+			n, err := sys.Splice(src, p.w, r.pool.span)
+			if n > 0 {
+				f.pipe, f.inPipe = p, n
+				return n, nil
+			}
+			r.pool.putPipe(p)
+			if err == nil || !sys.IsSpliceUnsupported(err) {
+				return 0, err
+			}
+			r.copyOnly = true
+		}
+	}
+	buf := r.pool.getBuf()
+	n, err := sys.Read(src, buf)
+	if n > 0 {
+		f.buf, f.off, f.n = buf, 0, n
+		return n, nil
+	}
+	r.pool.putBuf(buf)
+	return 0, err
+}
+
+// flush writes some of the flow's bytes to dst. Bytes in a buffer go before
+// bytes in the pipe: the buffer only ever holds bytes taken from the pipe's
+// head when the destination refused splice.
+func (r *Relay) flush(f *flow, dst int) error {
+	if f.off == f.n && f.inPipe > 0 && !r.copyOnly {
+		n, err := sys.Splice(f.pipe.r, dst, f.inPipe)
+		if n > 0 {
+			f.inPipe -= n
+			f.bytes += uint64(n)
+			if f.inPipe == 0 {
+				r.pool.putPipe(f.pipe)
+			}
+			return nil
+		}
+		if err == nil {
+			return io.ErrNoProgress
+		}
+		if !sys.IsSpliceUnsupported(err) {
+			return err
+		}
+		r.copyOnly = true
+	}
+	if f.off == f.n { // copy path with bytes still in the pipe
+		if f.buf == nil {
+			f.buf = r.pool.getBuf()
+		}
+		n, err := sys.Read(f.pipe.r, f.buf)
+		if n <= 0 {
+			if err == nil {
+				err = io.ErrNoProgress
+			}
+			return err
+		}
+		f.off, f.n = 0, n
+		if f.inPipe -= n; f.inPipe == 0 {
+			r.pool.putPipe(f.pipe)
+		}
+	}
+	n, err := sys.Write(dst, f.buf[f.off:f.n])
+	f.off += n
+	f.bytes += uint64(n)
+	if f.off == f.n {
+		r.pool.putBuf(f.buf)
+		f.buf, f.off, f.n = nil, 0, 0
+	}
+	if n == 0 && err == nil {
+		return io.ErrNoProgress
+	}
+	return err
+}
+
+func (r *Relay) checkIdle() {
+	deadline := r.last + r.opts.IdleTimeout
+	if r.loop.Now() >= deadline {
+		r.finish(ErrIdleTimeout)
+		return
+	}
+	r.loop.ScheduleAt(&r.timer, deadline)
+}
+
+// finish closes both sockets and returns what the relay borrowed. A clean
+// end or an idle timeout closes normally; an error resets both sides, so a
+// reset on one is seen on the other.
+func (r *Relay) finish(reason error) {
+	if r.closed {
+		return
+	}
+	r.closed = true
+	r.loop.Cancel(&r.timer)
+	for _, f := range []*flow{&r.ab, &r.ba} {
+		if f.inPipe > 0 {
+			r.pool.destroyPipe(f.pipe) // bytes of a dead connection
+			f.inPipe = 0
+		}
+		if f.buf != nil {
+			r.pool.putBuf(f.buf)
+			f.buf, f.off, f.n = nil, 0, 0
+		}
+	}
+	if reason == nil || reason == ErrIdleTimeout {
+		r.loop.Close(r.a.fd)
+		r.loop.Close(r.b.fd)
+	} else {
+		r.loop.CloseReset(r.a.fd)
+		r.loop.CloseReset(r.b.fd)
+	}
+	if r.opts.Done != nil {
+		r.opts.Done(r, reason)
+	}
+}
