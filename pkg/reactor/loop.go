@@ -56,7 +56,7 @@ type Loop struct {
 
 	deferred      []Runner
 	spareDeferred []Runner
-	stopping bool
+	stopping      bool
 }
 
 func newLoop(id int) (*Loop, error) {
