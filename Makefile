@@ -1,0 +1,84 @@
+# sluice build, test and release targets. `make help` lists them.
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+BUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
+
+# make run: sluice on RUN_LISTEN in front of the demo backend on RUN_BACKEND.
+RUN_LISTEN  ?= 127.0.0.1:8080
+RUN_BACKEND ?= 127.0.0.1:8081
+
+# Cross targets: name GOARCH GOARM/GOMIPS setting.
+CROSS := amd64:amd64: arm64:arm64: armv7:arm:GOARM=7 armv5:arm:GOARM=5 \
+         mipsle:mipsle:GOMIPS=softfloat mips:mips:GOMIPS=softfloat mips64le:mips64le:GOMIPS64=softfloat
+# test-cross: GOARCH, extra env and the qemu-user emulator for it.
+QEMU := arm64::qemu-aarch64-static arm:GOARM=7:qemu-arm-static \
+        mipsle:GOMIPS=softfloat:qemu-mipsel-static mips:GOMIPS=softfloat:qemu-mips-static
+
+.PHONY: help build cross size test test-unit test-e2e test-cross run bench deps lint clean
+
+help:
+	@echo 'make run         build sluice and start it in front of a demo backend'
+	@echo 'make test        install test packages if missing, lint, unit and end-to-end tests'
+	@echo 'make test-cross  unit tests for arm64, arm, mipsle and mips under qemu-user'
+	@echo 'make build       bin/sluice for this machine'
+	@echo 'make cross       static stripped binaries for every router target into dist/'
+	@echo 'make size        the size in bytes of every cross-built binary'
+	@echo 'make bench       relay micro-benchmarks'
+
+build:
+	$(BUILD) -o bin/sluice ./cmd/sluice
+
+cross:
+	@mkdir -p dist
+	@set -e; for t in $(CROSS); do \
+		name=$${t%%:*}; rest=$${t#*:}; arch=$${rest%%:*}; extra=$${rest#*:}; \
+		echo "cross $$name"; \
+		env GOOS=linux GOARCH=$$arch $$extra $(BUILD) -o dist/sluice-linux-$$name ./cmd/sluice; \
+	done
+
+size: cross
+	@printf '%-28s %10s\n' binary bytes
+	@for f in dist/sluice-linux-*; do printf '%-28s %10s\n' "$$(basename $$f)" "$$(stat -c %s $$f)"; done
+
+deps:
+	@./test/deps.sh
+
+lint:
+	@out=$$(gofmt -l cmd pkg test); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+test: deps lint test-unit test-e2e
+
+test-unit:
+	$(GO) test -count=1 ./pkg/... ./cmd/...
+
+test-e2e: build
+	SLUICE_BIN=$(CURDIR)/bin/sluice $(GO) test -count=1 -timeout 10m ./test/...
+
+test-cross: deps
+	@set -e; for t in $(QEMU); do \
+		arch=$${t%%:*}; rest=$${t#*:}; extra=$${rest%%:*}; emu=$${rest#*:}; \
+		command -v $$emu >/dev/null || { echo "test-cross: $$emu missing (apt-get install qemu-user-static)"; exit 1; }; \
+		echo "== test-cross $$arch ($$emu)"; \
+		env GOARCH=$$arch $$extra CGO_ENABLED=0 $(GO) test -count=1 -exec $$emu ./pkg/...; \
+	done
+
+run: build
+	@$(GO) build -o bin/demo-backend ./test/demo
+	@echo "Starting the demo backend on $(RUN_BACKEND) and sluice on $(RUN_LISTEN) -> $(RUN_BACKEND)."
+	@echo "Try it from another terminal:"
+	@echo "  curl http://$(RUN_LISTEN)/                    # hello through sluice"
+	@echo "  curl -s http://$(RUN_LISTEN)/bytes/100000000 | wc -c   # 100 MB relayed"
+	@echo "  curl --data-binary @README.md http://$(RUN_LISTEN)/     # POST echoed back"
+	@echo "Stop with Ctrl-C."
+	@bin/demo-backend -listen $(RUN_BACKEND) & demo=$$!; \
+		trap 'kill $$demo 2>/dev/null' EXIT INT TERM; \
+		bin/sluice forward $(RUN_LISTEN) $(RUN_BACKEND)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./pkg/relay/
+
+clean:
+	rm -rf bin dist
