@@ -53,13 +53,13 @@ type forwardFlags struct {
 	logLevel       string
 }
 
-func runForward(args []string, stderr io.Writer) error {
-	var f forwardFlags
+// newForwardFlags defines the flags of `sluice forward` into f.
+func newForwardFlags(f *forwardFlags, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("forward", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), forwardUsage)
-		fs.PrintDefaults()
+		printFlags(fs)
 	}
 	fs.IntVar(&f.loops, "loops", runtime.NumCPU(), "event loops (threads moving bytes)")
 	fs.DurationVar(&f.connectTimeout, "connect-timeout", forward.DefaultConnectTimeout, "give up connecting to UPSTREAM after this long")
@@ -69,6 +69,12 @@ func runForward(args []string, stderr io.Writer) error {
 	fs.IntVar(&f.maxPipes, "max-pipes", relay.DefaultMaxPipes, "kernel pipes in use at once for splice (-1: never splice)")
 	fs.IntVar(&f.pipeSize, "pipe-size", 0, "pipe size in bytes (0: kernel default, 64 KiB)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	return fs
+}
+
+func runForward(args []string, stderr io.Writer) error {
+	var f forwardFlags
+	fs := newForwardFlags(&f, stderr)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
