@@ -7,6 +7,10 @@
 // the independent oracle: each side hashes what it sends and what it
 // receives, and the hashes must agree.
 //
+// Run it with `go test ./test/` from the module root, or against a given
+// binary with `SLUICE_BIN=/path/to/sluice go test ./test/`. The whole
+// package takes well under a minute on two cores when sluice is healthy.
+//
 // Tests that need root, iproute2 (ip), util-linux (prlimit) or IPv6 on
 // loopback skip with the reason. Tests that need privileges are named
 // TestIntegration....

@@ -101,6 +101,12 @@ func runForward(args []string, stderr io.Writer) error {
 		return err
 	}
 
+	// Catch signals before anything listens: a SIGTERM that arrives as soon
+	// as "listening" is logged must still mean a graceful shutdown.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
 	r, err := reactor.New(reactor.Config{Loops: f.loops})
 	if err != nil {
 		return err
@@ -126,8 +132,6 @@ func runForward(args []string, stderr io.Writer) error {
 	}
 	log.Info("listening", "addr", svc.Addr(), "upstream", upstream.String(), "loops", f.loops)
 
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	sig := <-sigs
 	log.Info("shutting down: no longer accepting", "signal", sig.String(), "live", svc.Active(), "grace", f.grace)
 	ctx, cancel := context.WithTimeout(context.Background(), f.grace)

@@ -20,14 +20,14 @@ import (
 // harness runs one loop and starts relays between pairs of loopback TCP
 // connections: the test holds the outer ends, the relay the inner ends.
 type harness struct {
-	t    *testing.T
+	t    testing.TB
 	r    *reactor.Reactor
 	loop *reactor.Loop
 	pool *relay.Pool
 	done chan error
 }
 
-func newHarness(t *testing.T, cfg relay.PoolConfig) *harness {
+func newHarness(t testing.TB, cfg relay.PoolConfig) *harness {
 	t.Helper()
 	r, err := reactor.New(reactor.Config{Loops: 1})
 	if err != nil {
@@ -40,7 +40,7 @@ func newHarness(t *testing.T, cfg relay.PoolConfig) *harness {
 
 // innerPair returns the test's end of a loopback TCP connection and a
 // non-blocking dup of the other end for the relay.
-func innerPair(t *testing.T) (net.Conn, int) {
+func innerPair(t testing.TB) (net.Conn, int) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
