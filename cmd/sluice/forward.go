@@ -67,7 +67,7 @@ func newForwardFlags(f *forwardFlags, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&f.maxConns, "max-conns", 0, "live connections at most; more are closed at once (0: no limit)")
 	fs.DurationVar(&f.grace, "grace", 10*time.Second, "on SIGINT/SIGTERM, wait this long for live connections")
 	fs.IntVar(&f.maxPipes, "max-pipes", relay.DefaultMaxPipes, "kernel pipes in use at once for splice (-1: never splice)")
-	fs.IntVar(&f.pipeSize, "pipe-size", 0, "pipe size in bytes (0: kernel default, 64 KiB)")
+	fs.IntVar(&f.pipeSize, "pipe-size", relay.DefaultPipeSize, "bytes a splice pipe holds; the kernel may cap it (pipe-max-size)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	return fs
 }

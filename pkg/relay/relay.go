@@ -194,7 +194,7 @@ func (f *flow) pending() bool { return f.inPipe > 0 || f.off < f.n }
 func (r *Relay) fill(f *flow, src int) (int, error) {
 	if !r.copyOnly {
 		if p, ok := r.pool.getPipe(); ok {
-			n, err := sys.Splice(src, p.w, r.pool.span)
+			n, err := sys.Splice(src, p.w, r.pool.pipeSize)
 			if n > 0 {
 				f.pipe, f.inPipe = p, n
 				return n, nil

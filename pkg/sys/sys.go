@@ -11,6 +11,7 @@ package sys
 import (
 	"errors"
 	"os"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -152,22 +153,37 @@ func (e *EventFD) Close() error { return unix.Close(e.fd) }
 // Close closes fd. Errors are not actionable for sockets and are dropped.
 func Close(fd int) { _ = unix.Close(fd) }
 
+// The data-path calls below (Read, Write, Splice) use raw system calls:
+// on non-blocking fds they never sleep, so telling the Go scheduler about
+// them only costs time. A long splice made through the ordinary path lets
+// the runtime take the loop's P away mid-call and hand it back afterwards,
+// which showed up as thousands of futex and nanosleep calls per second and
+// half the throughput (docs/ARCHITECTURE.md, "Raw system calls").
+
 // Read reads from a non-blocking fd.
 func Read(fd int, p []byte) (int, error) {
-	n, err := unix.Read(fd, p)
-	if n < 0 {
-		n = 0
+	if len(p) == 0 {
+		return 0, nil
 	}
-	return n, err
+	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	return result(n, e)
 }
 
 // Write writes to a non-blocking socket without raising SIGPIPE.
 func Write(fd int, p []byte) (int, error) {
-	n, err := unix.SendmsgN(fd, p, nil, nil, unix.MSG_NOSIGNAL)
-	if n < 0 {
-		n = 0
+	if len(p) == 0 {
+		return 0, nil
 	}
-	return n, err
+	n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), unix.MSG_NOSIGNAL, 0, 0)
+	return result(n, e)
+}
+
+// result turns a raw system call's return into (count, error).
+func result(n uintptr, e unix.Errno) (int, error) {
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }
 
 // Pipe2 creates a non-blocking pipe and returns its read and write ends.
@@ -192,11 +208,8 @@ func SetPipeSize(fd, size int) (int, error) {
 // Splice moves up to n bytes from in to out without copying them through
 // user space. It never blocks. 0 with a nil error means end of file on in.
 func Splice(in, out, n int) (int, error) {
-	m, err := unix.Splice(in, nil, out, nil, n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-	if m < 0 {
-		m = 0
-	}
-	return int(m), err
+	m, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+	return result(m, e)
 }
 
 // ShutdownWrite sends FIN on a socket after the data already queued.
