@@ -7,10 +7,12 @@
 //	tcp4:HOST:PORT     TCP over IPv4 only
 //	tcp6:[ADDR]:PORT   TCP over IPv6 only
 //	unix:/path         a unix stream socket (unix:@name for the abstract namespace)
+//	vsock:CID:PORT     AF_VSOCK stream socket (CID a number, host or local)
+//	vsock:any:PORT     AF_VSOCK, to listen on whatever context ID the machine has
 //	HOST:PORT          the same as tcp:HOST:PORT
 //
 // HOST may be a name, an IPv4 address or a bracketed IPv6 address; an empty
-// HOST listens on every address. udp: and vsock: are reserved for later.
+// HOST listens on every address. udp: is reserved for later.
 package endpoint
 
 import (
@@ -26,23 +28,25 @@ type Network string
 
 // Networks understood by Parse.
 const (
-	TCP  Network = "tcp"
-	TCP4 Network = "tcp4"
-	TCP6 Network = "tcp6"
-	Unix Network = "unix"
+	TCP   Network = "tcp"
+	TCP4  Network = "tcp4"
+	TCP6  Network = "tcp6"
+	Unix  Network = "unix"
+	Vsock Network = "vsock"
 )
 
 // Addr is a parsed endpoint address. For the tcp networks Host and Port are
-// set; for unix, Path.
+// set; for unix, Path; for vsock, CID and Port.
 type Addr struct {
 	Network Network
 	Host    string // name or IP literal, without brackets; "" means any
-	Port    uint16
+	Port    uint32 // 0-65535 for tcp; vsock ports are 32-bit
 	Path    string // unix socket path; a leading '@' means abstract
+	CID     uint32 // vsock context ID; VsockCIDAny means any (listen only)
 }
 
 // expected is appended to every parse error so the user knows the syntax.
-const expected = "expected tcp:HOST:PORT, tcp4:HOST:PORT, tcp6:[ADDR]:PORT, unix:/path or HOST:PORT"
+const expected = "expected tcp:HOST:PORT, tcp4:HOST:PORT, tcp6:[ADDR]:PORT, unix:/path, vsock:CID:PORT, vsock:any:PORT or HOST:PORT"
 
 // maxUnixPath is the room in sockaddr_un.sun_path, minus the trailing NUL.
 const maxUnixPath = 107
@@ -73,7 +77,9 @@ func parse(s string) (Addr, error) {
 			return parseUnix(rest)
 		case TCP, TCP4, TCP6:
 			return parseHostPort(Network(scheme), rest)
-		case "udp", "udp4", "udp6", "vsock":
+		case Vsock:
+			return parseVsock(rest)
+		case "udp", "udp4", "udp6":
 			return Addr{}, fmt.Errorf("%s endpoints are not supported yet", scheme)
 		}
 	}
@@ -125,7 +131,7 @@ func parseHostPort(n Network, s string) (Addr, error) {
 	if err != nil {
 		return Addr{}, fmt.Errorf("port %q is not a number from 0 to 65535", port)
 	}
-	a := Addr{Network: n, Host: host, Port: uint16(p)}
+	a := Addr{Network: n, Host: host, Port: uint32(p)}
 	if ip, err := netip.ParseAddr(host); err == nil {
 		switch {
 		case n == TCP4 && !ip.Is4():
@@ -162,6 +168,8 @@ func (a Addr) String() string {
 	switch a.Network {
 	case Unix:
 		return "unix:" + a.Path
+	case Vsock:
+		return formatVsock(a.CID, a.Port)
 	case "":
 		return ""
 	}

@@ -25,6 +25,13 @@ func TestParse(t *testing.T) {
 		{"unix:/run/sluice.sock", Addr{Network: Unix, Path: "/run/sluice.sock"}},
 		{"unix:@abstract", Addr{Network: Unix, Path: "@abstract"}},
 		{"unix:relative.sock", Addr{Network: Unix, Path: "relative.sock"}},
+		{"vsock:3:1024", Addr{Network: Vsock, CID: 3, Port: 1024}},
+		{"vsock:any:5000", Addr{Network: Vsock, CID: VsockCIDAny, Port: 5000}},
+		{"vsock:any:0", Addr{Network: Vsock, CID: VsockCIDAny}},
+		{"vsock:host:8000", Addr{Network: Vsock, CID: 2, Port: 8000}},
+		{"vsock:local:52", Addr{Network: Vsock, CID: 1, Port: 52}},
+		{"vsock:0:1", Addr{Network: Vsock, CID: 0, Port: 1}},
+		{"vsock:4294967294:4294967294", Addr{Network: Vsock, CID: 4294967294, Port: 4294967294}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -66,7 +73,16 @@ func TestParseErrors(t *testing.T) {
 		{"unix:", "unix socket path is empty"},
 		{"unix:/" + strings.Repeat("x", 200), "longer than 107"},
 		{"udp:1.2.3.4:53", "udp endpoints are not supported yet"},
-		{"vsock:3:1024", "vsock endpoints are not supported yet"},
+		{"vsock:", "missing :PORT after the vsock CID"},
+		{"vsock:3", "missing :PORT after the vsock CID"},
+		{"vsock::80", `vsock CID "" is not a number`},
+		{"vsock:-1:80", `vsock CID "-1" is not a number`},
+		{"vsock:4294967295:80", `vsock CID "4294967295" is not a number from 0 to 4294967294, any, host or local`},
+		{"vsock:guest:80", `vsock CID "guest" is not a number`},
+		{"vsock:3:", `vsock port "" is not a number from 0 to 4294967294`},
+		{"vsock:3:4294967295", `vsock port "4294967295" is not a number`},
+		{"vsock:3:1:2", `vsock CID "3:1" is not a number`},
+		{"vsock:any:http", `vsock port "http" is not a number`},
 		{"nonsense::", "IPv6 addresses need brackets"},
 	}
 	for _, tt := range tests {
@@ -86,7 +102,7 @@ func TestParseErrors(t *testing.T) {
 // FuzzParse checks that Parse never panics and that whatever it accepts
 // prints back to an address that parses to the same value.
 func FuzzParse(f *testing.F) {
-	for _, s := range []string{"tcp:127.0.0.1:80", "[::1]:1", "unix:/x", "tcp6:[fe80::1%lo]:9", ":0", "a.b:65535"} {
+	for _, s := range []string{"tcp:127.0.0.1:80", "[::1]:1", "unix:/x", "tcp6:[fe80::1%lo]:9", ":0", "a.b:65535", "vsock:3:1024", "vsock:any:0", "vsock:host:4294967294"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

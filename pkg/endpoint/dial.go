@@ -34,7 +34,7 @@ func Dial(l *reactor.Loop, sa sys.Sockaddr, timeout time.Duration, done DialFunc
 		done(-1, fmt.Errorf("connect %s: %w", FormatSockaddr(sa), err))
 		return
 	}
-	if fam != sys.AFUnix {
+	if fam == sys.AFInet || fam == sys.AFInet6 {
 		sys.SetNoDelay(fd)
 	}
 	err = sys.Connect(fd, sa)

@@ -62,7 +62,7 @@ func Listen(ctx context.Context, a Addr) (*Listener, error) {
 		}
 		local := FormatSockaddr(sa)
 		if got, err := sys.LocalAddr(fd); err == nil {
-			local = FormatSockaddr(got)
+			local = localName(got)
 		}
 		return &Listener{addr: a, fd: fd, family: family(sa), local: local}, nil
 	}
@@ -193,7 +193,7 @@ func (a *acceptor) HandleEvent(uint32) {
 		fd, err := sys.Accept(a.ln.fd)
 		switch {
 		case err == nil:
-			if a.ln.family != sys.AFUnix {
+			if a.ln.family == sys.AFInet || a.ln.family == sys.AFInet6 {
 				sys.SetNoDelay(fd)
 			}
 			a.accept(a.loop, fd)

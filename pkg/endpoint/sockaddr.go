@@ -13,7 +13,7 @@ import (
 // NeedsLookup reports whether a names a host that must be resolved through
 // DNS before it can be used; such work belongs in the reactor's blocking pool.
 func (a Addr) NeedsLookup() bool {
-	if a.Network == Unix || a.Host == "" {
+	if a.Network == Unix || a.Network == Vsock || a.Host == "" {
 		return false
 	}
 	_, err := netip.ParseAddr(a.Host)
@@ -25,8 +25,18 @@ func (a Addr) NeedsLookup() bool {
 // listening, loopback when connecting. When a names a host, the lookup
 // blocks: call it from the blocking pool, or at start-up.
 func (a Addr) Sockaddrs(ctx context.Context, listen bool) ([]sys.Sockaddr, error) {
-	if a.Network == Unix {
+	switch a.Network {
+	case Unix:
 		return []sys.Sockaddr{&sys.SockaddrUnix{Name: a.Path}}, nil
+	case Vsock:
+		if err := sys.VsockSupported(); err != nil {
+			return nil, err
+		}
+		sa, err := vsockSockaddr(a, listen)
+		if err != nil {
+			return nil, err
+		}
+		return []sys.Sockaddr{sa}, nil
 	}
 	var ips []netip.Addr
 	switch {
@@ -64,7 +74,7 @@ func (a Addr) Sockaddrs(ctx context.Context, listen bool) ([]sys.Sockaddr, error
 	return out, nil
 }
 
-func sockaddr(ip netip.Addr, port uint16) sys.Sockaddr {
+func sockaddr(ip netip.Addr, port uint32) sys.Sockaddr {
 	if ip.Is4() || ip.Is4In6() {
 		return &sys.SockaddrInet4{Addr: ip.Unmap().As4(), Port: int(port)}
 	}
@@ -86,12 +96,15 @@ func family(sa sys.Sockaddr) int {
 		return sys.AFInet
 	case *sys.SockaddrInet6:
 		return sys.AFInet6
+	case *sys.SockaddrVM:
+		return sys.AFVsock
 	default:
 		return sys.AFUnix
 	}
 }
 
-// FormatSockaddr renders sa as HOST:PORT, [ADDR]:PORT or a unix path.
+// FormatSockaddr renders sa as HOST:PORT, [ADDR]:PORT, a unix path or
+// vsock:CID:PORT.
 func FormatSockaddr(sa sys.Sockaddr) string {
 	switch sa := sa.(type) {
 	case *sys.SockaddrInet4:
@@ -100,6 +113,8 @@ func FormatSockaddr(sa sys.Sockaddr) string {
 		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port)).String()
 	case *sys.SockaddrUnix:
 		return sa.Name
+	case *sys.SockaddrVM:
+		return formatVsock(sa.CID, sa.Port)
 	}
 	return fmt.Sprintf("%v", sa)
 }
