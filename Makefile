@@ -25,7 +25,7 @@ help:
 	@echo 'make build       bin/sluice for this machine'
 	@echo 'make cross       static stripped binaries for every router target into dist/'
 	@echo 'make size        the size in bytes of every cross-built binary'
-	@echo 'make bench       relay micro-benchmarks'
+	@echo 'make bench       sluice vs HAProxy, nginx, socat and plain Go: throughput, latency, conn rate, memory'
 
 build:
 	$(BUILD) -o bin/sluice ./cmd/sluice
@@ -77,7 +77,21 @@ run: build
 		trap 'kill $$demo 2>/dev/null' EXIT INT TERM; \
 		bin/sluice forward $(RUN_LISTEN) $(RUN_BACKEND)
 
-bench:
+# make bench: sluice against HAProxy, nginx stream, socat and plain Go on
+# loopback (test/bench); BENCH_FLAGS=-reps 1 -dur 2s for a quick look.
+BENCH_FLAGS ?=
+bench: build cross
+	@./test/deps.sh
+	@missing=""; for c in haproxy nginx socat iperf3; do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	[ -f /usr/lib/nginx/modules/ngx_stream_module.so ] || missing="$$missing libnginx-mod-stream"; \
+	if [ -n "$$missing" ]; then \
+		echo "bench: installing the peers it compares against:$$missing"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy nginx-light libnginx-mod-stream socat iperf3 >/dev/null || \
+		{ echo "bench: could not install haproxy nginx-light libnginx-mod-stream socat iperf3; install them and rerun"; exit 1; }; \
+	fi
+	$(GO) build -o bin/bench ./test/bench
+	./bin/bench -sluice bin/sluice -dist dist -out bench-results.md $(BENCH_FLAGS)
+	@echo "bench: results in bench-results.md (copy a full run into docs/benchmarks.md with the command)"
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./pkg/relay/
 
 clean:
