@@ -18,6 +18,10 @@ Usage:
   sluice <command> [flags] [arguments]
 
 Commands:
+  run       start every service of the config file (the daemon)
+  check     check the config file and print what would run
+  reload    make the running daemon re-read its config file
+  stats     services, connections, bytes, pipes and memory of the daemon
   forward   relay every connection on one address to another (socat-style)
   version   print the version, commit and platform
   help      show help for a command: sluice help forward
@@ -25,8 +29,12 @@ Commands:
 Addresses:
   tcp:HOST:PORT  tcp4:HOST:PORT  tcp6:[ADDR]:PORT  unix:/path  HOST:PORT
 
-Example:
+Config: -c FILE, default /etc/config/sluice if it exists, else
+/etc/sluice.conf (UCI syntax; see docs/CONFIG.md).
+
+Examples:
   sluice forward 0.0.0.0:8080 192.168.1.10:80
+  sluice check -c /etc/sluice.conf && sluice run -c /etc/sluice.conf
 
 Run 'sluice <command> --help' for the flags of a command.
 `
@@ -50,6 +58,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "forward":
 		err = runForward(rest, stderr)
+	case "run":
+		err = runRun(rest, stderr)
+	case "check":
+		err = runCheck(rest, stdout, stderr)
+	case "reload":
+		err = runReload(rest, stdout, stderr)
+	case "stats":
+		err = runStats(rest, stdout, stderr)
 	case "version", "--version", "-version":
 		err = runVersion(stdout)
 	case "help", "-h", "-help", "--help":
@@ -65,6 +81,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch {
 	case err == nil || errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.Is(err, errReported):
+		return 1
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(stderr, "sluice %s: %v\nRun 'sluice %s --help' for usage.\n", cmd, strings.TrimPrefix(err.Error(), "usage: "), cmd)
 		return 2

@@ -254,3 +254,24 @@ func sortErrors(es Errors) {
 		}
 	}
 }
+
+// ControlSocketOf returns the control socket the file at path names,
+// looking at that one option only, so that `sluice reload` and `sluice
+// stats` still reach a running daemon after its file was broken by an
+// edit. It falls back to DefaultControlSocket.
+func ControlSocketOf(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return DefaultControlSocket
+	}
+	secs, _ := ParseUCI(path, data)
+	for _, s := range secs {
+		if s.Type != "sluice" {
+			continue
+		}
+		if o := s.option("control_socket"); o != nil && len(o.Values) == 1 && o.Values[0] != "" {
+			return o.Values[0]
+		}
+	}
+	return DefaultControlSocket
+}

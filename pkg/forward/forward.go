@@ -1,10 +1,17 @@
 // Package forward is the port-forwarding service: every connection accepted
-// on a listener is relayed to one upstream address.
+// on its listeners is relayed to one of its upstreams, picked round-robin
+// or by fewest live connections, with failover to the next upstream when
+// one cannot be reached.
 //
 // A connection lives on the loop that accepted it, from accept through
 // connect and relay to close: the service never hands an fd between
-// threads. Only the count of live connections is shared, to enforce the
-// limit and to know when a drain is complete.
+// threads. Only the count of live connections (in all and per upstream) is
+// shared, to enforce the limit, to balance and to know when a drain is
+// complete.
+//
+// A running service can be changed without closing anything: Update swaps
+// the upstreams, timeouts and limits for the connections accepted from
+// then on, and AddListener and RemoveListener change where it accepts.
 package forward
 
 import (
@@ -12,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,14 +33,35 @@ import (
 // DefaultConnectTimeout is used when Config.ConnectTimeout is zero.
 const DefaultConnectTimeout = 10 * time.Second
 
-// lookupTimeout bounds one DNS lookup of the upstream host.
+// lookupTimeout bounds one DNS lookup of an upstream host.
 const lookupTimeout = 5 * time.Second
 
-// Config describes one forward. Listen and Upstream are required.
+// Balance says how a connection's upstream is picked.
+type Balance string
+
+// Balance values. The zero value means RoundRobin.
+const (
+	RoundRobin Balance = "round_robin" // each connection to the next upstream
+	LeastConns Balance = "least_conns" // to the upstream with the fewest live connections
+)
+
+// Config describes one forward. Upstream or Upstreams is required.
 type Config struct {
-	Listen   endpoint.Addr
+	// Name names the service in logs. If empty, the listen address.
+	Name string
+	// Listen is the address New listens on. If its Network is empty, New
+	// listens nowhere and listeners are added with AddListener.
+	Listen endpoint.Addr
+	// Upstream is the one upstream of a simple forward; it is used when
+	// Upstreams is empty.
 	Upstream endpoint.Addr
-	// ConnectTimeout bounds the connect to the upstream (per address
+	// Upstreams are the upstreams to balance between, in order.
+	Upstreams []endpoint.Addr
+	// Balance picks an upstream per connection. If empty, RoundRobin.
+	// Either way, an upstream that cannot be reached makes the connection
+	// try the next one, until each was tried once.
+	Balance Balance
+	// ConnectTimeout bounds the connect to an upstream (per address
 	// tried). If zero, DefaultConnectTimeout.
 	ConnectTimeout time.Duration
 	// IdleTimeout closes a connection that moved no byte for this long.
@@ -41,10 +70,15 @@ type Config struct {
 	// MaxConns bounds live connections; further ones are accepted and
 	// closed at once. If zero, there is no bound.
 	MaxConns int
+	// Admit, if set, is asked on the loop for every accepted connection;
+	// an error closes the connection at once and is logged (rate-limited).
+	// It must not block (the daemon's memory cap uses it).
+	Admit func() error
 	// Pools are the relay pools, one per loop of the reactor. If nil, the
-	// service makes its own with default sizes.
+	// service makes its own with default sizes. Update ignores it.
 	Pools []*relay.Pool
-	// Log receives the service's records. If nil, slog.Default().
+	// Log receives the service's records. If nil, slog.Default(). Update
+	// ignores it.
 	Log *slog.Logger
 }
 
@@ -52,7 +86,7 @@ type Config struct {
 // connection ends.
 type Stats struct {
 	Accepted  uint64 // connections accepted
-	Refused   uint64 // closed at once: over the limit or upstream failed
+	Refused   uint64 // closed at once: over a limit or no upstream reachable
 	Relayed   uint64 // connections relayed to the end
 	BytesUp   uint64 // client to upstream
 	BytesDown uint64 // upstream to client
@@ -66,24 +100,46 @@ func (s *Stats) add(o Stats) {
 	s.BytesDown += o.BytesDown
 }
 
-// Service is a running forward.
-type Service struct {
-	cfg      Config
-	reactor  *reactor.Reactor
-	ln       *endpoint.Listener
-	log      *slog.Logger
-	warn     *ratelog.Logger
-	upstream []sys.Sockaddr // resolved once when Upstream needs no DNS
-	stats    []Stats        // one per loop, owned by that loop
-	active   atomic.Int64
-	idle     chan struct{} // signalled when active drops to zero
+// upstream is one upstream of a settings generation.
+type upstream struct {
+	addr   endpoint.Addr
+	sas    []sys.Sockaddr // resolved once when addr needs no DNS
+	active *atomic.Int64  // live connections; shared across generations
 }
 
-// New listens on cfg.Listen. Connections are accepted once Start is called.
+// settings is what Update swaps: everything a new connection reads.
+type settings struct {
+	ups            []upstream
+	balance        Balance
+	connectTimeout time.Duration
+	idleTimeout    time.Duration
+	maxConns       int
+	admit          func() error
+	next           atomic.Uint64 // round-robin position
+}
+
+// Service is a running forward.
+type Service struct {
+	reactor *reactor.Reactor
+	pools   []*relay.Pool
+	log     *slog.Logger
+	warn    *ratelog.Logger
+	set     atomic.Pointer[settings]
+	stats   []Stats // one per loop, owned by that loop
+	active  atomic.Int64
+	idle    chan struct{} // signalled when active drops to zero
+
+	mu        sync.Mutex
+	started   bool
+	draining  bool
+	main      string // key of the listener New opened, if any
+	listeners map[string]*endpoint.Listener
+	upActive  map[string]*atomic.Int64 // per upstream address, kept across Updates
+}
+
+// New checks cfg and listens on cfg.Listen, if set. Connections are
+// accepted once Start is called.
 func New(ctx context.Context, r *reactor.Reactor, cfg Config) (*Service, error) {
-	if cfg.ConnectTimeout == 0 {
-		cfg.ConnectTimeout = DefaultConnectTimeout
-	}
 	if cfg.Pools == nil {
 		cfg.Pools = relay.PoolSet(relay.PoolConfig{}, len(r.Loops()))
 	}
@@ -94,58 +150,201 @@ func New(ctx context.Context, r *reactor.Reactor, cfg Config) (*Service, error) 
 	if log == nil {
 		log = slog.Default()
 	}
-	log = log.With("listen", cfg.Listen.String(), "upstream", cfg.Upstream.String())
+	name := cfg.Name
+	if name == "" {
+		name = cfg.Listen.String()
+	}
+	log = log.With("forward", name)
 	s := &Service{
-		cfg:     cfg,
-		reactor: r,
-		log:     log,
-		warn:    &ratelog.Logger{Out: log},
-		stats:   make([]Stats, len(r.Loops())),
-		idle:    make(chan struct{}, 1),
+		reactor:   r,
+		pools:     cfg.Pools,
+		log:       log,
+		warn:      &ratelog.Logger{Out: log},
+		stats:     make([]Stats, len(r.Loops())),
+		idle:      make(chan struct{}, 1),
+		listeners: make(map[string]*endpoint.Listener),
+		upActive:  make(map[string]*atomic.Int64),
 	}
-	if !cfg.Upstream.NeedsLookup() {
-		sas, err := cfg.Upstream.Sockaddrs(ctx, false)
-		if err != nil {
-			return nil, fmt.Errorf("forward upstream: %w", err)
-		}
-		s.upstream = sas
-	}
-	ln, err := endpoint.Listen(ctx, cfg.Listen)
-	if err != nil {
+	if err := s.Update(cfg); err != nil {
 		return nil, err
 	}
-	ln.OnError = func(err error) { s.warn.Log(slog.LevelWarn, "accept failed", "err", err) }
-	s.ln = ln
+	if cfg.Listen.Network != "" {
+		if _, err := s.AddListener(ctx, cfg.Listen); err != nil {
+			return nil, err
+		}
+		s.main = cfg.Listen.String()
+	}
 	return s, nil
 }
 
-// Addr returns the address the service listens on, with port 0 resolved.
-func (s *Service) Addr() string { return s.ln.Addr() }
+// Update swaps the upstreams, balance, timeouts, limit and Admit for the
+// connections accepted from now on; live connections keep what they
+// started with. cfg.Listen, Pools and Log are ignored. Upstream addresses
+// are checked here; host names are resolved per connection.
+func (s *Service) Update(cfg Config) error {
+	addrs := cfg.Upstreams
+	if len(addrs) == 0 && cfg.Upstream.Network != "" {
+		addrs = []endpoint.Addr{cfg.Upstream}
+	}
+	if len(addrs) == 0 {
+		return errors.New("forward: no upstream")
+	}
+	set := &settings{
+		balance:        cfg.Balance,
+		connectTimeout: cfg.ConnectTimeout,
+		idleTimeout:    cfg.IdleTimeout,
+		maxConns:       cfg.MaxConns,
+		admit:          cfg.Admit,
+	}
+	if set.balance == "" {
+		set.balance = RoundRobin
+	}
+	if set.balance != RoundRobin && set.balance != LeastConns {
+		return fmt.Errorf("forward: unknown balance %q", set.balance)
+	}
+	if set.connectTimeout == 0 {
+		set.connectTimeout = DefaultConnectTimeout
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range addrs {
+		u := upstream{addr: a}
+		if !a.NeedsLookup() {
+			sas, err := a.Sockaddrs(context.Background(), false)
+			if err != nil {
+				return fmt.Errorf("forward upstream %s: %w", a, err)
+			}
+			u.sas = sas
+		}
+		key := a.String()
+		if s.upActive[key] == nil {
+			s.upActive[key] = new(atomic.Int64)
+		}
+		u.active = s.upActive[key]
+		set.ups = append(set.ups, u)
+	}
+	s.set.Store(set)
+	return nil
+}
 
-// Start accepts connections on every loop.
+// AddListener listens on a and, once the service is started, accepts
+// there too. It returns the address in use (port 0 resolved). Listening
+// twice on the same address is an error.
+func (s *Service) AddListener(ctx context.Context, a endpoint.Addr) (string, error) {
+	key := a.String()
+	s.mu.Lock()
+	_, dup := s.listeners[key]
+	s.mu.Unlock()
+	if dup {
+		return "", fmt.Errorf("listen %s: already listening", a)
+	}
+	ln, err := endpoint.Listen(ctx, a)
+	if err != nil {
+		return "", err
+	}
+	ln.OnError = func(err error) { s.warn.Log(slog.LevelWarn, "accept failed", "err", err) }
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		ln.Close()
+		return "", fmt.Errorf("listen %s: service is draining", a)
+	}
+	s.listeners[key] = ln
+	if s.started {
+		if err := ln.Serve(s.reactor.Loops(), s.accept); err != nil {
+			delete(s.listeners, key)
+			ln.Close()
+			return "", err
+		}
+	}
+	return ln.Addr(), nil
+}
+
+// RemoveListener stops accepting on a (as given to AddListener) and
+// closes it. Connections accepted there live on. It reports whether there
+// was such a listener.
+func (s *Service) RemoveListener(a endpoint.Addr) bool {
+	s.mu.Lock()
+	ln, ok := s.listeners[a.String()]
+	delete(s.listeners, a.String())
+	s.mu.Unlock()
+	if ok {
+		ln.Close()
+	}
+	return ok
+}
+
+// Addr returns the address New listened on, with port 0 resolved, or ""
+// when it listened nowhere or that listener was removed.
+func (s *Service) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ln, ok := s.listeners[s.main]; ok {
+		return ln.Addr()
+	}
+	return ""
+}
+
+// Addrs returns the addresses of every listener, as in use.
+func (s *Service) Addrs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.listeners))
+	for _, ln := range s.listeners {
+		out = append(out, ln.Addr())
+	}
+	return out
+}
+
+// Start accepts connections on every loop, on every listener.
 func (s *Service) Start() error {
-	return s.ln.Serve(s.reactor.Loops(), s.accept)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return nil
+	}
+	s.started = true
+	for _, ln := range s.listeners {
+		if err := ln.Serve(s.reactor.Loops(), s.accept); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Active returns the number of live connections.
 func (s *Service) Active() int { return int(s.active.Load()) }
 
+// StopAccepting closes every listener; AddListener fails from then on.
+// Live connections are not touched. It must not be called from a loop
+// goroutine.
+func (s *Service) StopAccepting() {
+	s.mu.Lock()
+	s.draining = true
+	lns := s.listeners
+	s.listeners = make(map[string]*endpoint.Listener)
+	s.mu.Unlock()
+	for _, ln := range lns {
+		ln.Close()
+	}
+}
+
 // Drain stops accepting and waits until every live connection has ended or
 // ctx is done. It must not be called from a loop goroutine.
 func (s *Service) Drain(ctx context.Context) error {
-	s.ln.Close()
+	s.StopAccepting()
 	for s.active.Load() > 0 {
 		select {
 		case <-s.idle:
 		case <-ctx.Done():
-			return fmt.Errorf("drain %s: %d connections still open: %w", s.cfg.Listen, s.active.Load(), ctx.Err())
+			return fmt.Errorf("drain: %d connections still open: %w", s.active.Load(), ctx.Err())
 		}
 	}
 	return nil
 }
 
 // Stats sums the counters of every loop. Call it only once the reactor has
-// stopped: while it runs, each loop owns its counters.
+// stopped: while it runs, each loop owns its counters (see Snapshot).
 func (s *Service) Stats() Stats {
 	var total Stats
 	for _, st := range s.stats {
@@ -154,53 +353,117 @@ func (s *Service) Stats() Stats {
 	return total
 }
 
+// Snapshot sums the counters of every loop while the reactor runs: each
+// loop copies its own on its goroutine. It must not be called from a loop
+// goroutine; it gives up when ctx is done.
+func (s *Service) Snapshot(ctx context.Context) (Stats, error) {
+	loops := s.reactor.Loops()
+	got := make(chan Stats, len(loops))
+	for _, l := range loops {
+		l.Post(func() { got <- s.stats[l.ID()] })
+	}
+	var total Stats
+	for range loops {
+		select {
+		case st := <-got:
+			total.add(st)
+		case <-ctx.Done():
+			return total, fmt.Errorf("stats: %w", ctx.Err())
+		}
+	}
+	return total, nil
+}
+
 // conn is a client connection waiting for its upstream.
 type conn struct {
 	s      *Service
+	set    *settings
 	loop   *reactor.Loop
 	client int
+	up     int // index in set.ups of the upstream being tried
+	tried  int // upstreams tried so far
 	addrs  []sys.Sockaddr
 	next   int // index in addrs of the next address to try
+	errs   []error
 }
 
 func (s *Service) accept(l *reactor.Loop, fd int) {
 	st := &s.stats[l.ID()]
 	st.Accepted++
-	if n := s.active.Add(1); s.cfg.MaxConns > 0 && n > int64(s.cfg.MaxConns) {
-		st.Refused++
-		l.Close(fd)
-		s.release()
-		s.warn.Log(slog.LevelWarn, "connection limit reached", "max_conns", s.cfg.MaxConns)
+	set := s.set.Load()
+	if n := s.active.Add(1); set.maxConns > 0 && n > int64(set.maxConns) {
+		s.refuse(l, fd, "connection limit reached", "max_conns", set.maxConns)
 		return
+	}
+	if set.admit != nil {
+		if err := set.admit(); err != nil {
+			s.refuse(l, fd, "connection refused", "err", err)
+			return
+		}
 	}
 	// Registered now, without a handler: events before the relay starts
 	// are not needed, the relay assumes readiness anyway.
 	if err := l.Register(fd, endpoint.ConnEvents, nil); err != nil {
-		st.Refused++
-		l.Close(fd)
-		s.release()
-		s.warn.Log(slog.LevelWarn, "accept failed", "err", err)
+		s.refuse(l, fd, "accept failed", "err", err)
 		return
 	}
-	c := &conn{s: s, loop: l, client: fd, addrs: s.upstream}
-	if c.addrs != nil {
+	c := &conn{s: s, set: set, loop: l, client: fd, up: set.pick()}
+	c.tryUpstream()
+}
+
+// refuse closes a connection just accepted.
+func (s *Service) refuse(l *reactor.Loop, fd int, msg string, args ...any) {
+	s.stats[l.ID()].Refused++
+	l.Close(fd)
+	s.release()
+	s.warn.Log(slog.LevelWarn, msg, args...)
+}
+
+// pick returns the index of the upstream a new connection tries first.
+func (set *settings) pick() int {
+	n := len(set.ups)
+	if n == 1 {
+		return 0
+	}
+	if set.balance == LeastConns {
+		best := 0
+		for i := 1; i < n; i++ {
+			if set.ups[i].active.Load() < set.ups[best].active.Load() {
+				best = i
+			}
+		}
+		return best
+	}
+	return int((set.next.Add(1) - 1) % uint64(n))
+}
+
+// tryUpstream starts on upstream c.up: its addresses are known, or looked
+// up in the blocking pool.
+func (c *conn) tryUpstream() {
+	u := &c.set.ups[c.up]
+	u.active.Add(1)
+	c.tried++
+	c.next = 0
+	if u.sas != nil {
+		c.addrs = u.sas
 		c.dialNext()
 		return
 	}
-	err := s.reactor.Pool().Submit(l, func() func() {
+	addr := u.addr
+	err := c.s.reactor.Pool().Submit(c.loop, func() func() {
 		ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
 		defer cancel()
-		addrs, err := s.cfg.Upstream.Sockaddrs(ctx, false)
+		addrs, err := addr.Sockaddrs(ctx, false)
 		return func() { c.resolved(addrs, err) }
 	})
 	if err != nil {
-		c.fail(fmt.Errorf("resolve %s: %w", s.cfg.Upstream.Host, err))
+		c.upstreamFailed(fmt.Errorf("resolve %s: %w", addr.Host, err))
 	}
 }
 
 func (c *conn) resolved(addrs []sys.Sockaddr, err error) {
 	if err != nil {
-		c.fail(err)
+		c.upstreamFailed(err)
 		return
 	}
 	c.addrs = addrs
@@ -210,7 +473,7 @@ func (c *conn) resolved(addrs []sys.Sockaddr, err error) {
 func (c *conn) dialNext() {
 	sa := c.addrs[c.next]
 	c.next++
-	endpoint.Dial(c.loop, sa, c.s.cfg.ConnectTimeout, c.connected)
+	endpoint.Dial(c.loop, sa, c.set.connectTimeout, c.connected)
 }
 
 func (c *conn) connected(fd int, err error) {
@@ -220,26 +483,37 @@ func (c *conn) connected(fd int, err error) {
 			c.dialNext()
 			return
 		}
-		c.fail(err)
+		c.upstreamFailed(err)
 		return
 	}
 	s := c.s
-	relay.Start(c.loop, s.cfg.Pools[c.loop.ID()], c.client, fd, relay.Options{
-		IdleTimeout: s.cfg.IdleTimeout,
-		Done:        s.relayDone,
+	relay.Start(c.loop, s.pools[c.loop.ID()], c.client, fd, relay.Options{
+		IdleTimeout: c.set.idleTimeout,
+		Done:        c.relayDone,
 	})
 }
 
-// fail closes the client at once: the upstream cannot be reached.
-func (c *conn) fail(err error) {
+// upstreamFailed moves on to the next upstream, or fails the connection
+// when every one was tried.
+func (c *conn) upstreamFailed(err error) {
+	c.set.ups[c.up].active.Add(-1)
+	c.errs = append(c.errs, err)
+	if c.tried < len(c.set.ups) {
+		c.s.warn.Log(slog.LevelWarn, "upstream failed, trying the next", "upstream", c.set.ups[c.up].addr.String(), "err", err)
+		c.up = (c.up + 1) % len(c.set.ups)
+		c.tryUpstream()
+		return
+	}
 	s := c.s
 	s.stats[c.loop.ID()].Refused++
 	c.loop.Close(c.client)
 	s.release()
-	s.warn.Log(slog.LevelWarn, "upstream connect failed", "err", err)
+	s.warn.Log(slog.LevelWarn, "upstream connect failed", "err", errors.Join(c.errs...))
 }
 
-func (s *Service) relayDone(r *relay.Relay, err error) {
+func (c *conn) relayDone(r *relay.Relay, err error) {
+	s := c.s
+	c.set.ups[c.up].active.Add(-1)
 	// The relay runs on the loop that accepted its client.
 	st := &s.stats[r.Loop().ID()]
 	st.Relayed++
