@@ -96,3 +96,16 @@ bench: build cross
 
 clean:
 	rm -rf bin dist
+
+# Boards: the cross-built sluice on emulated ARM and MIPS kernels under
+# qemu-system (TCG), checked from inside the guest. board/README.md.
+BOARD  ?= aarch64-virt
+BOARDS := aarch64-virt armv7-virt mipsel-malta
+
+.PHONY: board-test board-test-all
+
+board-test:
+	SLUICE_LDFLAGS='$(LDFLAGS)' ./board/run.sh $(BOARD)
+
+board-test-all:
+	@set -e; for b in $(BOARDS); do $(MAKE) --no-print-directory board-test BOARD=$$b; done
