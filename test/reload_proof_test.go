@@ -34,6 +34,8 @@ func freePort(t testing.TB) int {
 // daemonConfig is a config file for `sluice run` in a test directory.
 type daemonConfig struct {
 	dir, path, socket string
+	// global holds extra option lines for the global section.
+	global string
 }
 
 func newDaemonConfig(t testing.TB) *daemonConfig {
@@ -46,7 +48,7 @@ func newDaemonConfig(t testing.TB) *daemonConfig {
 // in the test directory, two loops, debug off) followed by body.
 func (c *daemonConfig) write(t testing.TB, body string) {
 	t.Helper()
-	text := fmt.Sprintf("config sluice 'main'\n\toption control_socket '%s'\n\toption loops '2'\n\toption grace '2s'\n\n%s", c.socket, body)
+	text := fmt.Sprintf("config sluice 'main'\n\toption control_socket '%s'\n\toption loops '2'\n\toption grace '2s'\n%s\n%s", c.socket, c.global, body)
 	// Written beside and renamed, as an editor or uci commit does, so a
 	// reload never reads half a file.
 	tmp := c.path + ".tmp"
