@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluice-proxy/sluice/pkg/allow"
 	"github.com/sluice-proxy/sluice/pkg/endpoint"
 	"github.com/sluice-proxy/sluice/pkg/ratelog"
 	"github.com/sluice-proxy/sluice/pkg/reactor"
@@ -74,6 +75,10 @@ type Config struct {
 	// an error closes the connection at once and is logged (rate-limited).
 	// It must not block (the daemon's memory cap uses it).
 	Admit func() error
+	// Allow, if set, lists the upstream addresses connections may be
+	// relayed to; a resolved address it does not allow is refused like
+	// one that cannot be reached, and logged. If nil, all are allowed.
+	Allow *allow.List
 	// Pools are the relay pools, one per loop of the reactor. If nil, the
 	// service makes its own with default sizes. Update ignores it.
 	Pools []*relay.Pool
@@ -115,6 +120,7 @@ type settings struct {
 	idleTimeout    time.Duration
 	maxConns       int
 	admit          func() error
+	allow          *allow.List
 	next           atomic.Uint64 // round-robin position
 }
 
@@ -177,7 +183,7 @@ func New(ctx context.Context, r *reactor.Reactor, cfg Config) (*Service, error) 
 	return s, nil
 }
 
-// Update swaps the upstreams, balance, timeouts, limit and Admit for the
+// Update swaps the upstreams, balance, timeouts, limit, Admit and Allow for the
 // connections accepted from now on; live connections keep what they
 // started with. cfg.Listen, Pools and Log are ignored. Upstream addresses
 // are checked here; host names are resolved per connection.
@@ -195,6 +201,7 @@ func (s *Service) Update(cfg Config) error {
 		idleTimeout:    cfg.IdleTimeout,
 		maxConns:       cfg.MaxConns,
 		admit:          cfg.Admit,
+		allow:          cfg.Allow,
 	}
 	if set.balance == "" {
 		set.balance = RoundRobin
@@ -473,6 +480,11 @@ func (c *conn) resolved(addrs []sys.Sockaddr, err error) {
 func (c *conn) dialNext() {
 	sa := c.addrs[c.next]
 	c.next++
+	if up := c.set.ups[c.up].addr; !c.set.allow.Allows(up.Host, sa) {
+		c.s.warn.Log(slog.LevelWarn, "upstream not allowed", "upstream", up.String(), "addr", endpoint.FormatSockaddr(sa))
+		c.connected(-1, fmt.Errorf("connect %s: upstream not allowed", endpoint.FormatSockaddr(sa)))
+		return
+	}
 	endpoint.Dial(c.loop, sa, c.set.connectTimeout, c.connected)
 }
 
