@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sluice-proxy/sluice/pkg/allow"
 	"github.com/sluice-proxy/sluice/pkg/endpoint"
 	"github.com/sluice-proxy/sluice/pkg/forward"
 	"github.com/sluice-proxy/sluice/pkg/reactor"
@@ -28,6 +29,8 @@ Addresses:
   tcp4:HOST:PORT               TCP over IPv4 only
   tcp6:[ADDR]:PORT             TCP over IPv6 only
   unix:/path, unix:@name       unix stream socket (path or abstract name)
+  vsock:CID:PORT               AF_VSOCK (CID a number, host or local)
+  vsock:any:PORT               AF_VSOCK, to listen on this machine's CID
 An empty HOST listens on every address (":8080"). Port 0 picks a free port;
 the address in use is logged.
 
@@ -35,6 +38,8 @@ Examples:
   sluice forward :8080 192.168.1.10:80
   sluice forward --idle-timeout 10m tcp6:[::]:2222 10.0.0.5:22
   sluice forward unix:/run/app.sock 127.0.0.1:9000
+  sluice forward :2222 vsock:3:22                     # a VM's sshd on a host port
+  sluice forward --allow 10.0.0.0/8:443 vsock:any:8000 gw.lan:443
 
 On SIGINT or SIGTERM sluice stops accepting, lets live connections finish
 for the grace period, then exits 0.
@@ -51,6 +56,7 @@ type forwardFlags struct {
 	maxPipes       int
 	pipeSize       int
 	logLevel       string
+	allow          []string
 }
 
 // newForwardFlags defines the flags of `sluice forward` into f.
@@ -69,6 +75,10 @@ func newForwardFlags(f *forwardFlags, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&f.maxPipes, "max-pipes", relay.DefaultMaxPipes, "kernel pipes in use at once for splice (-1: never splice)")
 	fs.IntVar(&f.pipeSize, "pipe-size", relay.DefaultPipeSize, "bytes a splice pipe holds; the kernel may cap it (pipe-max-size)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.Func("allow", "relay only to upstream addresses matching `RULE`: HOST:PORT, CIDR:PORT, [IPv6]:PORT, PORT a number, LO-HI or *; repeatable (default: all)", func(s string) error {
+		f.allow = append(f.allow, s)
+		return nil
+	})
 	return fs
 }
 
@@ -96,6 +106,12 @@ func runForward(args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%w: UPSTREAM: %v", errUsage, err)
 	}
+	var allowed *allow.List
+	if len(f.allow) > 0 {
+		if allowed, err = allow.Parse(f.allow...); err != nil {
+			return fmt.Errorf("%w: --allow: %v", errUsage, err)
+		}
+	}
 	log, err := newLogger(stderr, f.logLevel)
 	if err != nil {
 		return err
@@ -118,6 +134,7 @@ func runForward(args []string, stderr io.Writer) error {
 		ConnectTimeout: f.connectTimeout,
 		IdleTimeout:    f.idleTimeout,
 		MaxConns:       f.maxConns,
+		Allow:          allowed,
 		Pools:          pools,
 		Log:            log,
 	})
