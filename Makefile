@@ -109,3 +109,10 @@ board-test:
 
 board-test-all:
 	@set -e; for b in $(BOARDS); do $(MAKE) --no-print-directory board-test BOARD=$$b; done
+
+# check-scripts: sh -n and shellcheck on the init scripts (also run by the
+# end-to-end tests in test/initd_scripts_test.go).
+.PHONY: check-scripts
+check-scripts:
+	@for s in init.d/S50sluice init.d/sluice.init; do sh -n $$s && shellcheck --shell=sh $$s || exit 1; done
+	@echo "check-scripts: OK"

@@ -7,7 +7,8 @@ set -u
 # command:package pairs
 need="socat:socat iperf3:iperf3 ip:iproute2 prlimit:util-linux curl:curl
 qemu-aarch64-static:qemu-user-static qemu-mips-static:qemu-user-static
-qemu-mipsel-static:qemu-user-static qemu-arm-static:qemu-user-static"
+qemu-mipsel-static:qemu-user-static qemu-arm-static:qemu-user-static
+shellcheck:shellcheck"
 
 missing=""
 for pair in $need; do
