@@ -3,6 +3,10 @@
 // a pooled buffer when no pipe is available or the socket family cannot
 // splice. It propagates backpressure, half-close and resets.
 //
+// A direction copies through a buffer while it carries small messages and
+// splices once reads fill whole buffers (bulk), so interactive traffic is
+// answered sooner and bulk traffic never enters user space.
+//
 // A relay is driven by edge-triggered readiness and never blocks. It reads
 // a source only when the previous chunk has been fully written to the
 // destination, so a slow reader makes sluice hold at most one pipe or one
@@ -68,8 +72,16 @@ type flow struct {
 	off, n int
 	eof    bool // the source sent FIN
 	shut   bool // FIN passed on to the destination
+	bulk   bool // reads fill whole buffers: splice instead of copying
 	bytes  uint64
 }
+
+// smallSplice is the chunk below which a splicing direction goes back to
+// copying: for small messages (interactive traffic, request/response) a
+// read and a send through a pooled buffer cost less than two splices and
+// answer sooner. A direction starts out copying and splices once one read
+// fills a whole buffer, like HAProxy's splice-auto.
+const smallSplice = 4096
 
 // Start relays between a and b, both connected sockets already registered
 // on l with endpoint.ConnEvents (edge-triggered). The relay takes ownership
@@ -188,15 +200,19 @@ func (r *Relay) move(f *flow, src, dst *end) (bool, error) {
 
 func (f *flow) pending() bool { return f.inPipe > 0 || f.off < f.n }
 
-// fill reads one chunk from src into a borrowed pipe, or a buffer when no
-// pipe can be had. It is called only when the flow holds nothing, so EAGAIN
-// always means the socket is drained and 0 always means end of file.
+// fill reads one chunk from src into a borrowed pipe when the flow is bulk,
+// or else (or when no pipe can be had) into a buffer. It is called only when
+// the flow holds nothing, so EAGAIN always means the socket is drained and 0
+// always means end of file.
 func (r *Relay) fill(f *flow, src int) (int, error) {
-	if !r.copyOnly {
+	if f.bulk && !r.copyOnly {
 		if p, ok := r.pool.getPipe(); ok {
 			n, err := sys.Splice(src, p.w, r.pool.pipeSize)
 			if n > 0 {
 				f.pipe, f.inPipe = p, n
+				if n < smallSplice {
+					f.bulk = false
+				}
 				return n, nil
 			}
 			r.pool.putPipe(p)
@@ -210,6 +226,7 @@ func (r *Relay) fill(f *flow, src int) (int, error) {
 	n, err := sys.Read(src, buf)
 	if n > 0 {
 		f.buf, f.off, f.n = buf, 0, n
+		f.bulk = n == len(buf)
 		return n, nil
 	}
 	r.pool.putBuf(buf)
