@@ -379,7 +379,7 @@ func (b *bench) idle() error {
 		stopAll(rs)
 	}
 	b.print("Idle: wake-ups per second over 10 s with no connections (context switches of all threads)", wake)
-	b.print(fmt.Sprintf("Memory: RSS (PSS for multi-process relays) of the idle process, and per idle relayed connection with %d connections (the Go baseline holds 3,000: it needs 6 fds per connection and the fd limit is 20,000)", b.idleN), idleRSS, perConn, fds)
+	b.print(fmt.Sprintf("Memory: RSS (summed PSS for relays of several processes) of the idle process, and per idle relayed connection with %d connections (the Go baseline holds 3,000: it needs 6 fds per connection and the fd limit is 20,000)", b.idleN), idleRSS, perConn, fds)
 	return nil
 }
 

@@ -63,15 +63,18 @@ func cpuSeconds(pid int) float64 {
 	return float64(ticks) / clockTick
 }
 
-// memoryKiB sums the resident memory of pid's tree: PSS (proportional, so
-// forked children sharing pages are not counted twice) where available,
-// else RSS.
+// memoryKiB is the resident memory of pid's tree: VmRSS for a single
+// process, the sum of PSS (proportional: pages shared by forked children
+// counted once) for a tree of several, as socat's forks and nginx's master
+// and worker are.
 func memoryKiB(pid int) int64 {
+	procs := tree(pid)
+	if len(procs) == 1 {
+		return rssKiB(pid)
+	}
 	var total int64
-	for _, p := range tree(pid) {
+	for _, p := range procs {
 		if v, ok := procField(fmt.Sprintf("/proc/%d/smaps_rollup", p), "Pss:"); ok {
-			total += v
-		} else if v, ok := procField(fmt.Sprintf("/proc/%d/status", p), "VmRSS:"); ok {
 			total += v
 		}
 	}
