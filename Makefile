@@ -116,3 +116,22 @@ board-test-all:
 check-scripts:
 	@for s in init.d/S50sluice init.d/sluice.init; do sh -n $$s && shellcheck --shell=sh $$s || exit 1; done
 	@echo "check-scripts: OK"
+
+# make generate: compile bpf/*.c with cilium/ebpf's bpf2go into the
+# little- and big-endian objects and Go bindings committed in
+# pkg/telemetry. The compiler is pinned: another clang emits other bytes,
+# and CI (.ci/run) fails when regenerating leaves a diff. Needs Debian's
+# clang-14, llvm-14 and libbpf-dev (bpf/README.md).
+BPF_CLANG   ?= clang-14
+BPF_STRIP   ?= llvm-strip-14
+BPF_CFLAGS  := -O2 -g -Wall -Werror -I/usr/include/$(shell $(GO) env GOARCH | sed 's/amd64/x86_64/;s/arm64/aarch64/')-linux-gnu
+EBPF_VERSION = $(shell $(GO) list -m -f '{{.Version}}' github.com/cilium/ebpf)
+
+.PHONY: generate
+generate:
+	@command -v $(BPF_CLANG) >/dev/null || { echo "generate: $(BPF_CLANG) missing (apt-get install clang-14 llvm-14 libbpf-dev)"; exit 1; }
+	cd pkg/telemetry && $(GO) run github.com/cilium/ebpf/cmd/bpf2go@$(EBPF_VERSION) \
+		-cc $(BPF_CLANG) -strip $(BPF_STRIP) -cflags '$(BPF_CFLAGS)' \
+		-target bpfel,bpfeb -tags '!nobpf' -go-package telemetry \
+		-type thread_bytes -type sock_stats \
+		telemetry ../../bpf/telemetry.c

@@ -109,7 +109,8 @@ build() {
 # so the kernel cannot autoload vsock before the "not supported" check),
 # sluice, the helper, the tests, the init script and the checks.
 pack() {
-	kver=$(ls "$sysroot/lib/modules" | head -n 1)
+	kver=""
+	for d in "$sysroot"/lib/modules/*; do [ -d "$d" ] && kver=${d##*/} && break; done
 	[ -n "$kver" ] || die "no kernel modules in $sysroot"
 	kernel=$sysroot/boot/vmlinuz-$kver
 	[ -f "$kernel" ] || die "no kernel at $kernel"

@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck shell=dash
 # The checks run inside every board guest (started by /init). Each prints
 # "BOARD-CHECK ok: ..." or "BOARD-CHECK FAIL: ..."; the last line is
 # "BOARD-RESULT: PASS" only if none failed. No check asserts a duration: the
@@ -13,7 +14,7 @@ MiB=1048576
 
 # bg NAME CMD...: run CMD in the background, output in /tmp/NAME.log.
 bg() {
-	local log=/tmp/$1.log
+	local log="/tmp/$1.log"
 	shift
 	"$@" >"$log" 2>&1 &
 	pids="$pids $!"
@@ -59,14 +60,20 @@ for args in "vsock:any:5000 127.0.0.1:7001" "127.0.0.1:7200 vsock:1:5000"; do
 	esac
 done
 
+# Informational: what `sluice check` says about a config with a vsock
+# upstream on this kernel (the config check is the daemon's).
+printf "config forward 'v'\n\toption listen '127.0.0.1:7200'\n\tlist upstream 'vsock:1:5000'\n" >/tmp/vsock.conf
+out=$(timeout 60 sluice check -c /tmp/vsock.conf 2>&1)
+echo "BOARD-INFO: without vsock, sluice check of a config with a vsock upstream exits $?: $(echo "$out" | tr '\n' ' ')"
+
 # 2. The vsock modules, in dependency order.
 loaded=1
-for m in $(cat /modules/order); do
+while read -r m; do
 	if ! out=$(insmod "/modules/$m" 2>&1); then
 		bad "insmod $m: $out"
 		loaded=0
 	fi
-done
+done </modules/order
 [ $loaded = 1 ] && ok "insmod $(tr '\n' ' ' </modules/order)"
 
 # 3. Go tests on the real guest kernel: the unit tests of pkg/sys and
@@ -108,36 +115,99 @@ grep -h 'level=ERROR\|level=WARN\|panic' /tmp/fwd.log /tmp/vsrv.log /tmp/vcli.lo
 stop_all
 
 # 6. Measurements (informational): splice against the copy path
-# (--max-pipes -1) through the vsock bridge, no hashing, 64 MiB up. CPU is
-# the ticks both sluice processes used.
-measure() { # NAME PORT-OFFSET EXTRA-FLAGS
-	local name=$1 p=$2
-	shift 2
+# (--max-pipes -1), through the vsock bridge and through a plain TCP forward
+# for comparison; no hashing, 64 MiB up. CPU is the clock ticks the sluice
+# processes used (like wall times, not to be trusted on malta).
+measure() { # KIND(vsock|tcp) NAME PORT-OFFSET [SLUICE-FLAGS]
+	local kind="$1" name="$2" p="$3" cpids
+	shift 3
 	bg msink boardcheck sink -hash=false -listen 127.0.0.1:$((7301 + p))
 	boardcheck wait 127.0.0.1:$((7301 + p)) >/dev/null 2>&1
-	bg msrv sluice forward "$@" vsock:any:$((5301 + p)) 127.0.0.1:$((7301 + p))
-	srv=$last
-	bg mcli sluice forward "$@" 127.0.0.1:$((7300 + p)) vsock:1:$((5301 + p))
-	cli=$last
-	wait_log /tmp/msrv.log listening
-	wait_log /tmp/mcli.log listening
-	before=$(($(cpu_ticks $srv) + $(cpu_ticks $cli)))
-	if out=$(boardcheck send -hash=false -connect 127.0.0.1:$((7300 + p)) -up $((64 * MiB)) 2>&1); then
-		after=$(($(cpu_ticks $srv) + $(cpu_ticks $cli)))
-		echo "BOARD-MEASURE: vsock bridge, $name: $(echo "$out" | sed 's/.*; up //'), sluice CPU $((after - before)) ticks of 1/$(getconf CLK_TCK 2>/dev/null || echo 100) s for 64 MiB"
+	if [ "$kind" = vsock ]; then
+		bg msrv sluice forward "$@" vsock:any:$((5301 + p)) 127.0.0.1:$((7301 + p))
+		cpids=$last
+		wait_log /tmp/msrv.log listening
+		bg mcli sluice forward "$@" 127.0.0.1:$((7300 + p)) vsock:1:$((5301 + p))
 	else
-		bad "measure $name: $out"
+		bg mcli sluice forward "$@" 127.0.0.1:$((7300 + p)) 127.0.0.1:$((7301 + p))
+	fi
+	cpids="$cpids $last"
+	wait_log /tmp/mcli.log listening
+	before=0
+	for c in $cpids; do before=$((before + $(cpu_ticks "$c"))); done
+	if out=$(boardcheck send -hash=false -connect 127.0.0.1:$((7300 + p)) -up $((64 * MiB)) 2>&1); then
+		after=0
+		for c in $cpids; do after=$((after + $(cpu_ticks "$c"))); done
+		echo "BOARD-MEASURE: $kind, $name: $(echo "$out" | sed 's/.*; up //'), sluice CPU $((after - before)) ticks of 1/100 s for 64 MiB"
+	else
+		bad "measure $kind $name: $out"
 	fi
 	stop_all
 }
-measure splice 0
-measure copy 10 --max-pipes -1
+measure vsock splice 0
+measure vsock copy 10 --max-pipes -1
+measure tcp splice 20
+measure tcp copy 30 --max-pipes -1
 
-# 7. The sysvinit script, when the repository has one.
-if [ -x /etc/init.d/S50sluice ]; then
-	echo "BOARD-INFO: init.d/S50sluice is present but this board does not drive it yet"
+# 7. The sysvinit script from init.d/ with the installed layout
+# (/usr/bin/sluice, /etc/sluice.conf): start, reload to a config that adds
+# a forward to a vsock upstream, stop. Traffic flows after each step.
+conf() { # the body of /etc/sluice.conf after the global section, on stdin
+	{
+		printf "config sluice 'main'\n\toption control_socket '/var/run/sluice.sock'\n"
+		printf "\toption log '/tmp/daemon.log'\n\toption grace '2s'\n\n"
+		cat
+	} >/etc/sluice.conf.tmp && mv /etc/sluice.conf.tmp /etc/sluice.conf
+}
+initd() { # ACTION: run the init script, show its output, fail unless OK
+	if out=$(/etc/init.d/S50sluice "$1" 2>&1) && echo "$out" | grep -q OK; then
+		ok "S50sluice $1: $out"
+	else
+		bad "S50sluice $1: $out; daemon log: $(tail -n 5 /tmp/daemon.log 2>/dev/null)"
+	fi
+}
+through() { # WHAT PORT: 1 MiB up and down through 127.0.0.1:PORT
+	if out=$(boardcheck send -connect "127.0.0.1:$2" -up $MiB -down $MiB 2>&1); then
+		ok "$1: $out"
+	else
+		bad "$1: $out; daemon log: $(tail -n 5 /tmp/daemon.log 2>/dev/null)"
+	fi
+}
+if [ -f /etc/init.d/S50sluice ]; then
+	mkdir -p /usr/bin /var/run
+	ln -sf /bin/sluice /usr/bin/sluice
+	bg sink boardcheck sink -listen 127.0.0.1:7001 -down $MiB
+	boardcheck wait 127.0.0.1:7001
+	bg ivs sluice forward vsock:any:5400 127.0.0.1:7001
+	wait_log /tmp/ivs.log listening
+	conf <<'CONF'
+config forward 'plain'
+	option listen '127.0.0.1:7400'
+	list upstream '127.0.0.1:7001'
+CONF
+	initd start
+	through "after start, tcp forward from the config" 7400
+	conf <<'CONF'
+config forward 'plain'
+	option listen '127.0.0.1:7400'
+	list upstream '127.0.0.1:7001'
+
+config forward 'tovsock'
+	option listen '127.0.0.1:7401'
+	list upstream 'vsock:1:5400'
+CONF
+	initd reload
+	through "after reload, the new forward to vsock:1:5400" 7401
+	through "after reload, the old forward" 7400
+	initd stop
+	if /etc/init.d/S50sluice status >/dev/null 2>&1; then
+		bad "S50sluice status after stop: still running"
+	else
+		ok "S50sluice status after stop: stopped"
+	fi
+	stop_all
 else
-	echo "BOARD-INFO: init.d/S50sluice is not in the repository yet: start/reload/stop not checked"
+	echo "BOARD-INFO: init.d/S50sluice is not in the repository: start/reload/stop not checked"
 fi
 
 if [ $failed = 0 ]; then
