@@ -261,3 +261,25 @@ func TestIntegrationDaemonDropsPrivileges(t *testing.T) {
 		t.Errorf("stats after dropping privileges: %v", st["services"])
 	}
 }
+
+// TestIntegrationDaemonPrivilegedPortHint checks the error when a port
+// below 1024 cannot be bound: sluice runs as nobody through setpriv.
+func TestIntegrationDaemonPrivilegedPortHint(t *testing.T) {
+	requireRoot(t)
+	setpriv := requireTool(t, "setpriv", "util-linux")
+	cfg := newDaemonConfig(t)
+	if err := os.Chmod(cfg.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg.write(t, forwardSection("low", "127.0.0.1:999", "127.0.0.1:1"))
+	p := spawnSluice(t, []string{setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--"}, "run", "-c", cfg.path)
+	code, _, err := p.waitExit(10 * time.Second)
+	if err != nil || code != 1 {
+		t.Fatalf("exit %d, %v; want 1", code, err)
+	}
+	for _, want := range []string{"forward 'low'", "127.0.0.1:999", "permission denied", "ports below 1024 need root or CAP_NET_BIND_SERVICE"} {
+		if !strings.Contains(p.stderr.String(), want) {
+			t.Errorf("stderr does not contain %q:\n%s", want, p.stderr)
+		}
+	}
+}
