@@ -19,8 +19,18 @@ type follower struct {
 
 // followInterface starts listening on every usable address of
 // f.Interface, on f.Listen's port, and follows them.
+// An OpenWrt logical name ('wan') defined in config.NetworkPath is
+// followed through its device ('pppoe-wan'); logical names have no '-',
+// so a device name ('br-lan') is never mistaken for one.
 func followInterface(f config.Forward, fwd *forward.Service, log *slog.Logger) (*follower, error) {
-	log = log.With("forward", f.Name, "interface", f.Interface)
+	device := f.Interface
+	if dev, ok := config.DeviceOf(f.Interface, config.NetworkPath); ok {
+		device = dev
+	}
+	log = log.With("forward", f.Name, "interface", device)
+	if device != f.Interface {
+		log.Info("logical interface resolved", "logical", f.Interface, "device", device)
+	}
 	warn := &ratelog.Logger{Out: log}
 	change := func(ip netip.Addr, up bool) error {
 		a := endpoint.Addr{Network: f.Listen.Network, Host: ip.String(), Port: f.Listen.Port}
@@ -45,7 +55,7 @@ func followInterface(f config.Forward, fwd *forward.Service, log *slog.Logger) (
 		}
 		return change(ip, up)
 	}
-	w, err := netif.Follow(f.Interface, filtered, func(err error) {
+	w, err := netif.Follow(device, filtered, func(err error) {
 		warn.Log(slog.LevelWarn, "interface", "err", err)
 	})
 	if err != nil {
