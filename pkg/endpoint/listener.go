@@ -147,6 +147,27 @@ func (ln *Listener) Close() {
 	}
 }
 
+// SetActiveLoops makes only the loops with ID below n accept new
+// connections; the others stop accepting but keep relaying what they have,
+// so an idle loop can be retired and brought back (the tuner's knob). n
+// below 1 is taken as 1. It returns at once; the loops apply it in turn.
+func (ln *Listener) SetActiveLoops(n int) {
+	n = max(n, 1)
+	ln.mu.Lock()
+	defer ln.mu.Unlock()
+	for _, acc := range ln.acceptors {
+		retire := acc.loop.ID() >= n
+		acc.loop.Post(func() {
+			acc.retired = retire
+			if retire {
+				acc.pause()
+			} else {
+				acc.register()
+			}
+		})
+	}
+}
+
 // acceptor is a listener's presence on one loop.
 type acceptor struct {
 	ln      *Listener
@@ -155,11 +176,12 @@ type acceptor struct {
 	reserve int // an fd kept open to free when accept hits EMFILE; -1 if spent
 	resume  reactor.Timer
 	active  bool
+	retired bool // the loop takes no new connections (SetActiveLoops)
 	stopped bool
 }
 
 func (a *acceptor) register() {
-	if a.stopped || a.active {
+	if a.stopped || a.retired || a.active {
 		return
 	}
 	if err := a.loop.Register(a.ln.fd, sys.EventIn|sys.EventExclusive, a); err != nil {

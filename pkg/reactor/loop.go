@@ -54,6 +54,8 @@ type Loop struct {
 	base   time.Time
 	now    int64 // nanoseconds since base, refreshed after every epoll_wait
 
+	tid atomic.Int32 // OS thread id of the loop, 0 until it runs
+
 	deferred      []Runner
 	spareDeferred []Runner
 	stopping      bool
@@ -77,6 +79,11 @@ func newLoop(id int) (*Loop, error) {
 	}
 	return l, nil
 }
+
+// TID returns the id of the OS thread the loop runs on, for per-loop CPU
+// accounting (/proc/self/task/TID/stat, eBPF), or 0 before the loop runs.
+// It is safe to call from any goroutine.
+func (l *Loop) TID() int { return int(l.tid.Load()) }
 
 // ID returns the loop's index in its reactor, from 0.
 func (l *Loop) ID() int { return l.id }
@@ -159,6 +166,7 @@ func (l *Loop) Now() time.Duration { return time.Duration(l.now) }
 func (l *Loop) run() {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	l.tid.Store(int32(sys.Gettid()))
 	events := make([]sys.EpollEvent, maxEvents)
 	wakeFD := int32(l.wake.FD())
 	for !l.stopping {

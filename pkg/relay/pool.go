@@ -57,8 +57,9 @@ func (b *Budget) take() bool {
 
 func (b *Budget) give() { b.n.Add(-1) }
 
-// pipe is a kernel pipe: bytes are spliced into w and out of r.
-type pipe struct{ r, w int }
+// pipe is a kernel pipe: bytes are spliced into w and out of r. size is
+// what the pool last asked the kernel for.
+type pipe struct{ r, w, size int }
 
 // Pool lends pipes and buffers to the relays of one loop. It is owned by
 // that loop and not safe for concurrent use; only the pipe count is shared.
@@ -69,6 +70,8 @@ type Pool struct {
 	bufSize  int
 	pipes    []pipe
 	bufs     [][]byte
+	spliced  uint64 // bytes delivered through pipes
+	copied   uint64 // bytes delivered through buffers
 }
 
 // NewPool returns a loop's pool drawing pipes from budget (nil: no pipes).
@@ -105,6 +108,10 @@ func (p *Pool) getPipe() (pipe, bool) {
 	if n := len(p.pipes); n > 0 {
 		pp := p.pipes[n-1]
 		p.pipes = p.pipes[:n-1]
+		if pp.size != p.pipeSize { // resized since it was pooled; it is empty
+			_, _ = sys.SetPipeSize(pp.w, p.pipeSize)
+			pp.size = p.pipeSize
+		}
 		return pp, true
 	}
 	if p.budget == nil || !p.budget.take() {
@@ -118,7 +125,7 @@ func (p *Pool) getPipe() (pipe, bool) {
 	// On failure the pipe keeps the kernel's default size; asking splice
 	// for more than a pipe holds is harmless.
 	_, _ = sys.SetPipeSize(w, p.pipeSize)
-	return pipe{r: r, w: w}, true
+	return pipe{r: r, w: w, size: p.pipeSize}, true
 }
 
 // putPipe takes back an empty pipe.
@@ -138,6 +145,35 @@ func (p *Pool) destroyPipe(pp pipe) {
 	p.budget.give()
 }
 
+// SetPipeSize changes the size of the pipes lent from now on (the tuner's
+// knob); pooled pipes are resized when next lent, pipes in use keep their
+// size until returned. Call it on the pool's loop.
+func (p *Pool) SetPipeSize(n int) {
+	if n > 0 {
+		p.pipeSize = n
+	}
+}
+
+// PipeSize returns the size pipes are lent with.
+func (p *Pool) PipeSize() int { return p.pipeSize }
+
+// SetBufSize changes the size of copy-path buffers lent from now on; pooled
+// buffers of the old size are dropped. Call it on the pool's loop.
+func (p *Pool) SetBufSize(n int) {
+	if n > 0 && n != p.bufSize {
+		p.bufSize = n
+		clear(p.bufs)
+		p.bufs = p.bufs[:0]
+	}
+}
+
+// BufSize returns the size of copy-path buffers.
+func (p *Pool) BufSize() int { return p.bufSize }
+
+// Moved returns the bytes relays on this pool's loop delivered through
+// pipes and through buffers. Call it on the pool's loop.
+func (p *Pool) Moved() (spliced, copied uint64) { return p.spliced, p.copied }
+
 func (p *Pool) getBuf() []byte {
 	if n := len(p.bufs); n > 0 {
 		b := p.bufs[n-1]
@@ -149,7 +185,7 @@ func (p *Pool) getBuf() []byte {
 }
 
 func (p *Pool) putBuf(b []byte) {
-	if len(p.bufs) < keptBufs {
+	if len(p.bufs) < keptBufs && len(b) == p.bufSize {
 		p.bufs = append(p.bufs, b)
 	}
 }

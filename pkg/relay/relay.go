@@ -242,6 +242,7 @@ func (r *Relay) flush(f *flow, dst int) error {
 		if n > 0 {
 			f.inPipe -= n
 			f.bytes += uint64(n)
+			r.pool.spliced += uint64(n)
 			if f.inPipe == 0 {
 				r.pool.putPipe(f.pipe)
 			}
@@ -274,6 +275,7 @@ func (r *Relay) flush(f *flow, dst int) error {
 	n, err := sys.Write(dst, f.buf[f.off:f.n])
 	f.off += n
 	f.bytes += uint64(n)
+	r.pool.copied += uint64(n)
 	if f.off == f.n {
 		r.pool.putBuf(f.buf)
 		f.buf, f.off, f.n = nil, 0, 0

@@ -292,3 +292,36 @@ func TestRelayIdleTimeout(t *testing.T) {
 		t.Errorf("client read after idle timeout: %v, want EOF", err)
 	}
 }
+
+// TestPoolKnobs changes pipe and buffer sizes between relays, as the tuner
+// does, and checks every byte is still delivered and counted once.
+func TestPoolKnobs(t *testing.T) {
+	h := newHarness(t, relay.PoolConfig{})
+	const size = 4 << 20
+	for _, knobs := range []struct{ pipe, buf int }{{16 << 10, 4 << 10}, {1 << 20, 64 << 10}, {64 << 10, 1 << 10}} {
+		h.loop.Post(func() {
+			h.pool.SetPipeSize(knobs.pipe)
+			h.pool.SetBufSize(knobs.buf)
+		})
+		a, b := h.start(relay.Options{})
+		exchange(t, a, b, size, false)
+		if err := h.wait(); err != nil {
+			t.Fatalf("pipe %d buf %d: relay ended with %v", knobs.pipe, knobs.buf, err)
+		}
+	}
+	got := make(chan [4]uint64)
+	h.loop.Post(func() {
+		s, c := h.pool.Moved()
+		got <- [4]uint64{s, c, uint64(h.pool.PipeSize()), uint64(h.pool.BufSize())}
+	})
+	m := <-got
+	if m[0]+m[1] != 3*2*size {
+		t.Errorf("pool counted %d spliced + %d copied bytes, want %d in all", m[0], m[1], 3*2*size)
+	}
+	if m[0] == 0 || m[1] == 0 {
+		t.Errorf("spliced %d, copied %d: want both paths used (bulk splices, the first read copies)", m[0], m[1])
+	}
+	if m[2] != 64<<10 || m[3] != 1<<10 {
+		t.Errorf("pool sizes %d/%d, want the last ones set, 65536/1024", m[2], m[3])
+	}
+}

@@ -234,3 +234,6 @@ func SocketError(fd int) error {
 	}
 	return nil
 }
+
+// Gettid returns the id of the calling OS thread.
+func Gettid() int { return unix.Gettid() }
