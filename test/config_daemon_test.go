@@ -94,12 +94,24 @@ func TestDaemonStats(t *testing.T) {
 	if err := echoRoundTrip(held, []byte("x"), 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	st := daemonStats(t, cfg)
-	web := serviceStats(t, st, "web")
+	// Counters of a connection are added when it ends on its loop, a
+	// moment after the client closed it.
 	checks := map[string]float64{"active": 1, "accepted": 4, "relayed": 3, "bytes_up": 3 * 19, "bytes_down": 3 * 19}
-	for k, want := range checks {
-		if got, _ := web[k].(float64); got != want {
-			t.Errorf("stats %s = %v, want %v", k, web[k], want)
+	var st map[string]any
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		st = daemonStats(t, cfg)
+		web := serviceStats(t, st, "web")
+		var wrong []string
+		for k, want := range checks {
+			if got, _ := web[k].(float64); got != want {
+				wrong = append(wrong, fmt.Sprintf("%s = %v, want %v", k, web[k], want))
+			}
+		}
+		if len(wrong) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stats: %s", strings.Join(wrong, "; "))
 		}
 	}
 	if st["loops"].(float64) != 2 || st["pipes_max"].(float64) <= 0 {
