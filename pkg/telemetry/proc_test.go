@@ -1,0 +1,131 @@
+package telemetry
+
+import (
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestParseStatCPU(t *testing.T) {
+	tests := []struct {
+		name    string
+		line    string
+		want    time.Duration
+		wantErr bool
+	}{
+		{"plain", "42 (sluice) S 1 42 42 0 -1 4194624 100 0 0 0 150 25 0 0 20 0 9 0 100 0 0", 1750 * time.Millisecond, false},
+		{"name with spaces and parens", "7 (a) b (c)) R 1 7 7 0 -1 0 0 0 0 0 3 4 0 0 20 0 1 0 1 0 0", 70 * time.Millisecond, false},
+		{"zero", "1 (x) S 0 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 1 0 0", 0, false},
+		{"no name", "1 x S 0", 0, true},
+		{"truncated", "1 (x) S 0 1 1 0", 0, true},
+		{"not a number", "1 (x) S 0 1 1 0 -1 0 0 0 0 0 a 0 0 0", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseStatCPU(tt.line)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("parseStatCPU(%q) error = %v, want error %v", tt.line, err, tt.wantErr)
+			}
+			if got != tt.want {
+				t.Errorf("parseStatCPU(%q) = %v, want %v", tt.line, got, tt.want)
+			}
+		})
+	}
+}
+
+// spin burns CPU on a locked OS thread for d and returns its TID once the
+// thread is asleep again.
+func spin(t *testing.T, d time.Duration, start <-chan struct{}) (tid int, done <-chan struct{}) {
+	t.Helper()
+	tids := make(chan int)
+	fin := make(chan struct{})
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		tids <- syscall.Gettid()
+		<-start
+		var x uint64
+		for end := time.Now().Add(d); time.Now().Before(end); {
+			for i := range 100000 {
+				x += uint64(i) * x
+			}
+		}
+		_ = x
+		close(fin)
+		<-release // stay on this thread, asleep, until the test ends
+	}()
+	return <-tids, fin
+}
+
+func TestProcSource(t *testing.T) {
+	var relayed atomic.Uint64
+	relayed.Store(500) // moved before telemetry started: not counted
+	tel, err := Open(Config{ProcOnly: true, RelayBytes: relayed.Load})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.Close()
+	src := tel.Source()
+	if src.Bytes != BytesRelay || src.CPU != CPUProc || src.RTT != RTTNone || src.EBPF() {
+		t.Fatalf("source = %+v, want relay counters and /proc only", src)
+	}
+	if !strings.HasPrefix(src.String(), "proc (") {
+		t.Errorf("source line %q does not start with proc", src)
+	}
+	start := make(chan struct{})
+	tid, done := spin(t, 300*time.Millisecond, start)
+	first, err := tel.Sample()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Interval != 0 || first.Bytes != 0 {
+		t.Errorf("first sample: interval %v bytes %d, want 0 and 0", first.Interval, first.Bytes)
+	}
+	close(start)
+	<-done
+	relayed.Add(12345)
+	s, err := tel.Sample()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Bytes != 12345 || s.BytesTotal != 12345 {
+		t.Errorf("bytes %d total %d, want 12345 and 12345", s.Bytes, s.BytesTotal)
+	}
+	if s.Interval <= 0 {
+		t.Errorf("interval %v, want > 0", s.Interval)
+	}
+	th, ok := s.Thread(tid)
+	if !ok {
+		t.Fatalf("thread %d missing from %+v", tid, s.Threads)
+	}
+	// 300 ms of spinning, measured in 10 ms ticks; leave room for a busy
+	// machine (and qemu-user) that gives the thread less than its share.
+	if th.CPU < 50*time.Millisecond || th.CPU > 2*time.Second {
+		t.Errorf("spinning thread used %v in the interval, want about 300ms", th.CPU)
+	}
+}
+
+func TestOpenReportsSource(t *testing.T) {
+	tel, err := Open(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := tel.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	src := tel.Source()
+	t.Logf("telemetry source: %s", src)
+	if !src.EBPF() && len(src.Fallbacks) == 0 {
+		t.Errorf("no eBPF source and no reason why: %+v", src)
+	}
+	if _, err := tel.Sample(); err != nil {
+		t.Fatal(err)
+	}
+}
