@@ -28,6 +28,14 @@ func TestRunCommandLine(t *testing.T) {
 		{"forward zero loops", []string{"forward", "--loops", "0", ":0", ":1"}, 2, "", "--loops 0: want at least 1"},
 		{"forward bad log level", []string{"forward", "--log-level", "loud", ":0", ":1"}, 2, "", `--log-level "loud"`},
 		{"forward negative", []string{"forward", "--idle-timeout", "-1s", ":0", ":1"}, 2, "", "negative"},
+		{"help run", []string{"help", "run"}, 0, "", "Usage: sluice run [-c FILE]"},
+		{"stats --help", []string{"stats", "--help"}, 0, "", "--json"},
+		{"check extra argument", []string{"check", "-c", "x.conf", "extra"}, 2, "", `unexpected argument "extra"`},
+		{"check missing file", []string{"check", "-c", "/nonexistent.conf"}, 1, "", "read config: open /nonexistent.conf"},
+		{"check bad file", []string{"check", "-c", "testdata/bad.conf"}, 1, "", "testdata/bad.conf:3: forward 'web': option 'max_conns'"},
+		{"check good file", []string{"check", "-c", "testdata/good.conf"}, 0, "forward 'web': tcp:127.0.0.1:8080 -> tcp:10.0.0.1:80", ""},
+		{"run bad file", []string{"run", "-c", "testdata/bad.conf"}, 1, "", "1 error(s) in the config"},
+		{"stats without daemon", []string{"stats", "-c", "testdata/good.conf"}, 1, "", "testdata/ctl.sock"},
 		{"forward unsupported scheme", []string{"forward", "udp:1.2.3.4:53", ":1"}, 2, "", "udp endpoints are not supported yet"},
 	}
 	for _, tt := range tests {
