@@ -180,7 +180,7 @@ func runReload(args []string, stdout, stderr io.Writer) error {
 const statsUsage = `Usage: sluice stats [-c FILE] [--json]
 
 Print the running sluice's services, live connections, bytes in and out
-(of connections that have ended), pipe pool use, memory and loops.
+(live connections included), pipe pool use, memory and loops.
 
 Flags:
 `

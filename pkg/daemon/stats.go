@@ -13,8 +13,8 @@ import (
 // statsTimeout bounds how long stats wait for the loops to report.
 const statsTimeout = 5 * time.Second
 
-// Stats is what `sluice stats` shows. Byte counts cover connections that
-// have ended; live connections add theirs when they end.
+// Stats is what `sluice stats` shows. Byte counts include what live
+// connections have moved so far.
 type Stats struct {
 	Version         string         `json:"version"`
 	Config          string         `json:"config"`

@@ -87,8 +87,8 @@ type Config struct {
 	Log *slog.Logger
 }
 
-// Stats are a service's counters. Relayed bytes are counted when a
-// connection ends.
+// Stats are a service's counters. Stats counts the bytes of connections
+// that have ended; Snapshot adds those of live ones.
 type Stats struct {
 	Accepted  uint64 // connections accepted
 	Refused   uint64 // closed at once: over a limit or no upstream reachable
@@ -132,6 +132,9 @@ type Service struct {
 	warn    *ratelog.Logger
 	set     atomic.Pointer[settings]
 	stats   []Stats // one per loop, owned by that loop
+	// live holds, per loop and owned by it, the connections being
+	// relayed, so that Snapshot can count their bytes so far.
+	live []map[*conn]struct{}
 	active  atomic.Int64
 	idle    chan struct{} // signalled when active drops to zero
 
@@ -167,9 +170,13 @@ func New(ctx context.Context, r *reactor.Reactor, cfg Config) (*Service, error) 
 		log:       log,
 		warn:      &ratelog.Logger{Out: log},
 		stats:     make([]Stats, len(r.Loops())),
+		live:      make([]map[*conn]struct{}, len(r.Loops())),
 		idle:      make(chan struct{}, 1),
 		listeners: make(map[string]*endpoint.Listener),
 		upActive:  make(map[string]*atomic.Int64),
+	}
+	for i := range s.live {
+		s.live[i] = make(map[*conn]struct{})
 	}
 	if err := s.Update(cfg); err != nil {
 		return nil, err
@@ -360,14 +367,22 @@ func (s *Service) Stats() Stats {
 	return total
 }
 
-// Snapshot sums the counters of every loop while the reactor runs: each
-// loop copies its own on its goroutine. It must not be called from a loop
-// goroutine; it gives up when ctx is done.
+// Snapshot sums the counters of every loop while the reactor runs, with
+// the bytes that live connections moved so far: each loop adds up its own
+// on its goroutine. It must not be called from a loop goroutine; it gives
+// up when ctx is done.
 func (s *Service) Snapshot(ctx context.Context) (Stats, error) {
 	loops := s.reactor.Loops()
 	got := make(chan Stats, len(loops))
 	for _, l := range loops {
-		l.Post(func() { got <- s.stats[l.ID()] })
+		l.Post(func() {
+			st := s.stats[l.ID()]
+			for c := range s.live[l.ID()] {
+				st.BytesUp += c.relay.BytesAB()
+				st.BytesDown += c.relay.BytesBA()
+			}
+			got <- st
+		})
 	}
 	var total Stats
 	for range loops {
@@ -392,6 +407,8 @@ type conn struct {
 	addrs  []sys.Sockaddr
 	next   int // index in addrs of the next address to try
 	errs   []error
+	relay  *relay.Relay // once connected
+	ended  bool         // the relay has ended
 }
 
 func (s *Service) accept(l *reactor.Loop, fd int) {
@@ -499,10 +516,14 @@ func (c *conn) connected(fd int, err error) {
 		return
 	}
 	s := c.s
-	relay.Start(c.loop, s.pools[c.loop.ID()], c.client, fd, relay.Options{
+	c.relay = relay.Start(c.loop, s.pools[c.loop.ID()], c.client, fd, relay.Options{
 		IdleTimeout: c.set.idleTimeout,
 		Done:        c.relayDone,
 	})
+	// The relay may have ended within Start, before it was returned.
+	if !c.ended {
+		s.live[c.loop.ID()][c] = struct{}{}
+	}
 }
 
 // upstreamFailed moves on to the next upstream, or fails the connection
@@ -525,6 +546,8 @@ func (c *conn) upstreamFailed(err error) {
 
 func (c *conn) relayDone(r *relay.Relay, err error) {
 	s := c.s
+	c.ended = true
+	delete(s.live[r.Loop().ID()], c)
 	c.set.ups[c.up].active.Add(-1)
 	// The relay runs on the loop that accepted its client.
 	st := &s.stats[r.Loop().ID()]

@@ -225,11 +225,11 @@ func TestUpdateKeepsListenerAndConnections(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		st, err := s.Snapshot(context.Background())
-		if err == nil && st.Accepted == 2 && st.Relayed == 1 {
+		if err == nil && st.Accepted == 2 && st.Relayed == 1 && st.BytesUp == 12 && st.BytesDown == 12 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("Snapshot = %+v, %v; want 2 accepted, 1 relayed", st, err)
+			t.Fatalf("Snapshot = %+v, %v; want 2 accepted, 1 relayed, 12 bytes each way (8 of them on the live connection)", st, err)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
