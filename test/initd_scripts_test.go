@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -171,5 +172,61 @@ func TestInitSysvinitScript(t *testing.T) {
 	}
 	if _, err := os.Stat(pidfile); err == nil {
 		t.Error("pid file written for a refused start")
+	}
+}
+
+// TestInitProcdScript sources init.d/sluice.init with stand-ins for
+// procd's shell functions (as /etc/rc.common would provide them), checks
+// what it declares, then runs the declared command line against the real
+// binary and delivers the declared reload signal, as procd does on
+// `/etc/init.d/sluice reload`.
+func TestInitProcdScript(t *testing.T) {
+	echoB := startEcho(t)
+	cfg := newDaemonConfig(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg.write(t, forwardSection("web", addr, "tcp:"+closedPort(t)))
+	harness := `
+procd_open_instance() { echo "open_instance"; }
+procd_close_instance() { echo "close_instance"; }
+procd_set_param() { echo "param $*"; }
+procd_add_reload_trigger() { echo "reload_trigger $*"; }
+. "$1"
+PROG="$2"
+CONF="$3"
+start_service
+service_triggers
+`
+	out, err := exec.Command("sh", "-c", harness, "sh", repoFile(t, "init.d/sluice.init"), sluiceBin(t), cfg.path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("sourcing sluice.init: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	want := []string{
+		"open_instance",
+		"param command " + sluiceBin(t) + " run -c " + cfg.path,
+		"param respawn 3600 5 5",
+		"param stderr 1",
+		"param file " + cfg.path,
+		"param reload_signal HUP",
+		"param term_timeout 15",
+		"close_instance",
+		"reload_trigger sluice",
+	}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("sluice.init declares:\n%s\nwant:\n%s", out, strings.Join(want, "\n"))
+	}
+	args := strings.Fields(strings.TrimPrefix(want[1], "param command "+sluiceBin(t)+" "))
+	p := startSluice(t, args...)
+	cfg.write(t, forwardSection("web", addr, echoB.upstream()))
+	p.signal(syscall.SIGHUP)
+	if _, err := p.waitLog(5*time.Second, "msg=reloaded"); err != nil {
+		t.Fatal(err)
+	}
+	if err := roundTrip(addr); err != nil {
+		t.Fatalf("after the reload signal: %v", err)
+	}
+	p.signal(syscall.SIGTERM)
+	if code, took, err := p.waitExit(15 * time.Second); err != nil || code != 0 {
+		t.Fatalf("after SIGTERM: exit %d after %v, %v (term_timeout is 15s)", code, took, err)
 	}
 }
