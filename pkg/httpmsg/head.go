@@ -1,0 +1,487 @@
+package httpmsg
+
+import (
+	"bytes"
+	"strconv"
+)
+
+// Request is a parsed request head.
+type Request struct {
+	Method  string
+	Target  string // request-target as sent: absolute-form, authority-form, origin-form or "*"
+	Version Version
+	Header  Header
+	// Framing and ContentLength say where the body ends.
+	Framing       Framing
+	ContentLength int64
+	// Close is true when the client does not keep the connection open
+	// after this exchange (HTTP/1.0 without keep-alive, or Connection: close).
+	Close bool
+	// Expect100 is true for "Expect: 100-continue".
+	Expect100 bool
+}
+
+// Response is a parsed response head.
+type Response struct {
+	Version Version
+	Status  int
+	Reason  string
+	Header  Header
+	// Framing and ContentLength say where the body ends (given the method
+	// of the request it answers).
+	Framing       Framing
+	ContentLength int64
+	// Close is true when the server closes the connection after it.
+	Close bool
+}
+
+// maxEmptyLines is how many empty lines before a request line are skipped
+// (RFC 9112 section 2.2 allows ignoring at least one).
+const maxEmptyLines = 4
+
+// ParseRequest parses the request head at the start of b. It returns the
+// request and the length of the head (through the empty line), or
+// ErrIncomplete, or an *Error.
+func ParseRequest(b []byte, lim Limits) (*Request, int, error) {
+	lim = lim.withDefaults()
+	pos := 0
+	for range maxEmptyLines {
+		if bytes.HasPrefix(b[pos:], crlf) {
+			pos += 2
+		}
+	}
+	line, next, err := nextLine(b, pos, lim)
+	if err != nil {
+		if e, ok := err.(*Error); ok && e.Status == 431 {
+			e.Status, e.Reason = 414, "request line too long"
+		}
+		return nil, 0, err
+	}
+	req := &Request{}
+	if err := parseRequestLine(line, req); err != nil {
+		return nil, 0, err
+	}
+	h, end, err := parseFields(b, next, lim)
+	if err != nil {
+		return nil, 0, err
+	}
+	req.Header = h
+	if err := req.check(); err != nil {
+		return nil, 0, err
+	}
+	return req, end, nil
+}
+
+// ParseResponse parses the response head at the start of b, answering a
+// request with method. It returns the response and the length of the head.
+func ParseResponse(b []byte, lim Limits, method string) (*Response, int, error) {
+	lim = lim.withDefaults()
+	line, next, err := nextLine(b, 0, lim)
+	if err != nil {
+		return nil, 0, err
+	}
+	resp := &Response{}
+	if err := parseStatusLine(line, resp); err != nil {
+		return nil, 0, err
+	}
+	h, end, err := parseFields(b, next, lim)
+	if err != nil {
+		return nil, 0, err
+	}
+	resp.Header = h
+	if err := resp.check(method); err != nil {
+		return nil, 0, err
+	}
+	return resp, end, nil
+}
+
+var crlf = []byte("\r\n")
+
+// nextLine returns the line starting at pos without its CRLF, and the
+// position after it. A line longer than lim.MaxLine, or a head past
+// lim.MaxHead, is a 431 (the caller turns it into 414 for a request line).
+func nextLine(b []byte, pos int, lim Limits) ([]byte, int, error) {
+	i := bytes.IndexByte(b[pos:], '\n')
+	if i < 0 {
+		switch {
+		case len(b)-pos > lim.MaxLine:
+			return nil, 0, &Error{Status: 431, Reason: "header line too long"}
+		case len(b) > lim.MaxHead:
+			return nil, 0, &Error{Status: 431, Reason: "header too large"}
+		}
+		return nil, 0, ErrIncomplete
+	}
+	if i+1 > lim.MaxLine+2 {
+		return nil, 0, &Error{Status: 431, Reason: "header line too long"}
+	}
+	if pos+i+1 > lim.MaxHead {
+		return nil, 0, &Error{Status: 431, Reason: "header too large"}
+	}
+	if i == 0 || b[pos+i-1] != '\r' {
+		return nil, 0, bad("line ends in a bare LF")
+	}
+	line := b[pos : pos+i-1]
+	if bytes.IndexByte(line, '\r') >= 0 {
+		return nil, 0, bad("bare CR in a line")
+	}
+	return line, pos + i + 1, nil
+}
+
+func parseRequestLine(line []byte, req *Request) error {
+	sp1 := bytes.IndexByte(line, ' ')
+	if sp1 <= 0 {
+		return bad("malformed request line")
+	}
+	method := line[:sp1]
+	if !isToken(method) {
+		return bad("invalid method")
+	}
+	rest := line[sp1+1:]
+	sp2 := bytes.IndexByte(rest, ' ')
+	if sp2 <= 0 {
+		return bad("malformed request line")
+	}
+	target, proto := rest[:sp2], rest[sp2+1:]
+	for _, c := range target {
+		if c <= ' ' || c >= 0x7f {
+			return bad("invalid character in request target")
+		}
+	}
+	v, ok := parseVersion(proto)
+	if !ok {
+		if bytes.HasPrefix(proto, []byte("HTTP/")) && len(proto) == 8 && proto[6] == '.' {
+			return &Error{Status: 505, Reason: "HTTP version not supported"}
+		}
+		return bad("malformed HTTP version")
+	}
+	req.Method, req.Target, req.Version = string(method), string(target), v
+	return nil
+}
+
+func parseVersion(p []byte) (Version, bool) {
+	switch string(p) {
+	case "HTTP/1.1":
+		return 1, true
+	case "HTTP/1.0":
+		return 0, true
+	}
+	return 0, false
+}
+
+func parseStatusLine(line []byte, resp *Response) error {
+	if len(line) < 12 || line[8] != ' ' || (len(line) > 12 && line[12] != ' ') {
+		return bad("malformed status line")
+	}
+	v, ok := parseVersion(line[:8])
+	if !ok {
+		return bad("malformed HTTP version in status line")
+	}
+	code := 0
+	for _, c := range line[9:12] {
+		if c < '0' || c > '9' {
+			return bad("malformed status code")
+		}
+		code = code*10 + int(c-'0')
+	}
+	if code < 100 {
+		return bad("malformed status code")
+	}
+	var reason []byte
+	if len(line) > 13 {
+		reason = line[13:]
+	}
+	for _, c := range reason {
+		if !isFieldChar(c) {
+			return bad("invalid character in reason phrase")
+		}
+	}
+	resp.Version, resp.Status, resp.Reason = v, code, string(reason)
+	return nil
+}
+
+// parseFields parses field lines from pos through the empty line and
+// returns them with the position after the head.
+func parseFields(b []byte, pos int, lim Limits) (Header, int, error) {
+	var h Header
+	for {
+		line, next, err := nextLine(b, pos, lim)
+		if err != nil {
+			return nil, 0, err
+		}
+		if len(line) == 0 {
+			return h, next, nil
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return nil, 0, bad("obsolete line folding")
+		}
+		if len(h) == lim.MaxFields {
+			return nil, 0, &Error{Status: 431, Reason: "too many header fields"}
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 {
+			return nil, 0, bad("header field without a colon")
+		}
+		name := line[:colon]
+		if !isToken(name) {
+			return nil, 0, bad("invalid header field name %q", clip(name))
+		}
+		value := trimOWS(line[colon+1:])
+		for _, c := range value {
+			if !isFieldChar(c) {
+				return nil, 0, bad("invalid character in field %s", name)
+			}
+		}
+		h = append(h, Field{Name: string(name), Value: string(value)})
+		pos = next
+	}
+}
+
+func clip(b []byte) []byte {
+	if len(b) > 40 {
+		return b[:40]
+	}
+	return b
+}
+
+// check derives framing and connection semantics from the fields and
+// rejects ambiguous ones.
+func (req *Request) check() error {
+	hosts := req.Header.Values("Host")
+	if len(hosts) > 1 {
+		return bad("more than one Host field")
+	}
+	if len(hosts) == 0 && req.Version == 1 {
+		return bad("HTTP/1.1 request without Host")
+	}
+	framing, n, err := bodyFraming(req.Header)
+	if err != nil {
+		return err
+	}
+	if framing == Chunked && req.Version == 0 {
+		return bad("Transfer-Encoding in an HTTP/1.0 request")
+	}
+	if framing == UntilClose {
+		return &Error{Status: 501, Reason: "transfer coding not implemented"}
+	}
+	req.Framing, req.ContentLength = framing, n
+	req.Close = closes(req.Version, req.Header)
+	if v, ok := req.Header.Get("Expect"); ok && equalFold(v, "100-continue") {
+		req.Expect100 = true
+	}
+	return nil
+}
+
+func (resp *Response) check(method string) error {
+	framing, n, err := bodyFraming(resp.Header)
+	if err != nil {
+		return err
+	}
+	resp.Close = closes(resp.Version, resp.Header)
+	switch {
+	case resp.Status < 200 || resp.Status == 204 || resp.Status == 304 || method == "HEAD":
+		framing, n = NoBody, 0
+	case method == "CONNECT" && resp.Status < 300:
+		framing, n = NoBody, 0
+	case framing == NoBody:
+		framing = UntilClose
+	}
+	if framing == UntilClose {
+		resp.Close = true
+	}
+	resp.Framing, resp.ContentLength = framing, n
+	return nil
+}
+
+// bodyFraming reads Content-Length and Transfer-Encoding. NoBody means
+// neither was sent; UntilClose means a transfer coding other than a final
+// chunked.
+func bodyFraming(h Header) (Framing, int64, error) {
+	var codings []string
+	var length int64 = -1
+	for _, f := range h {
+		switch {
+		case equalFold(f.Name, "Transfer-Encoding"):
+			for _, c := range splitList(f.Value) {
+				codings = append(codings, c)
+			}
+		case equalFold(f.Name, "Content-Length"):
+			for _, v := range splitList(f.Value) {
+				n, ok := parseLength(v)
+				if !ok {
+					return 0, 0, bad("invalid Content-Length %q", v)
+				}
+				if length >= 0 && n != length {
+					return 0, 0, bad("conflicting Content-Length values")
+				}
+				length = n
+			}
+			if length < 0 {
+				return 0, 0, bad("empty Content-Length")
+			}
+		}
+	}
+	if codings != nil {
+		if length >= 0 {
+			return 0, 0, bad("both Content-Length and Transfer-Encoding")
+		}
+		for i, c := range codings {
+			if equalFold(c, "chunked") && i != len(codings)-1 {
+				return 0, 0, bad("chunked is not the final transfer coding")
+			}
+		}
+		if len(codings) == 1 && equalFold(codings[0], "chunked") {
+			return Chunked, 0, nil
+		}
+		return UntilClose, 0, nil
+	}
+	if length >= 0 {
+		return Length, length, nil
+	}
+	return NoBody, 0, nil
+}
+
+func parseLength(v string) (int64, bool) {
+	if v == "" || len(v) > 18 {
+		return 0, false
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < '0' || v[i] > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	return n, err == nil
+}
+
+// closes reports whether a message of version v with header h ends its
+// connection.
+func closes(v Version, h Header) bool {
+	keep, close := false, false
+	for _, f := range h {
+		if !equalFold(f.Name, "Connection") {
+			continue
+		}
+		for _, t := range splitList(f.Value) {
+			switch {
+			case equalFold(t, "close"):
+				close = true
+			case equalFold(t, "keep-alive"):
+				keep = true
+			}
+		}
+	}
+	if close {
+		return true
+	}
+	return v == 0 && !keep
+}
+
+// ConnectionTokens returns the lower-cased tokens of every Connection
+// field: the names of further hop-by-hop fields.
+func (h Header) ConnectionTokens() []string {
+	var out []string
+	for _, f := range h {
+		if equalFold(f.Name, "Connection") {
+			for _, t := range splitList(f.Value) {
+				out = append(out, lower(t))
+			}
+		}
+	}
+	return out
+}
+
+// splitList splits a comma-separated field value, dropping empty elements
+// and the whitespace around each.
+func splitList(v string) []string {
+	var out []string
+	for len(v) > 0 {
+		i := 0
+		for i < len(v) && v[i] != ',' {
+			i++
+		}
+		if e := trimOWS([]byte(v[:i])); len(e) > 0 {
+			out = append(out, string(e))
+		}
+		if i == len(v) {
+			break
+		}
+		v = v[i+1:]
+	}
+	return out
+}
+
+func trimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// isToken reports whether b is a non-empty RFC 9110 token.
+func isToken(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if c >= 0x80 || !tchar[c] {
+			return false
+		}
+	}
+	return true
+}
+
+var tchar = func() (t [128]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+// isFieldChar reports whether c may appear in a field value: VCHAR, SP,
+// HTAB or obs-text; never a control character.
+func isFieldChar(c byte) bool {
+	return c == '\t' || (c >= ' ' && c != 0x7f)
+}
+
+func lower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+func equalFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// EqualFold reports whether a and b are equal ignoring ASCII case, as
+// field names compare.
+func EqualFold(a, b string) bool { return equalFold(a, b) }
