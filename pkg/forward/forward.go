@@ -347,9 +347,14 @@ func (s *Service) StopAccepting() {
 // ctx is done. It must not be called from a loop goroutine.
 func (s *Service) Drain(ctx context.Context) error {
 	s.StopAccepting()
+	// The idle signal wakes one waiter; the tick covers a second Drain
+	// of the same service (a reload's and the shutdown's).
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
 	for s.active.Load() > 0 {
 		select {
 		case <-s.idle:
+		case <-tick.C:
 		case <-ctx.Done():
 			return fmt.Errorf("drain: %d connections still open: %w", s.active.Load(), ctx.Err())
 		}
