@@ -89,7 +89,7 @@ func Run(opts Options) error {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
-	d, err := start(opts, cfg)
+	d, err := Start(opts, cfg)
 	if err != nil {
 		return err
 	}
@@ -98,15 +98,19 @@ func Run(opts Options) error {
 			_ = d.Reload()
 			continue
 		}
-		d.shutdown(sig, sigs)
+		d.Shutdown(sig.String(), sigs)
 		return nil
 	}
 	return nil
 }
 
-// start builds everything, binds every listener and the control socket,
-// drops privileges and starts accepting.
-func start(opts Options, cfg *config.Config) (d *Daemon, err error) {
+// Start runs cfg (read from opts.ConfigPath): it builds the reactor, binds
+// every listener and the control socket, drops privileges and starts
+// accepting. Run is Start plus signal handling; Shutdown stops it.
+func Start(opts Options, cfg *config.Config) (d *Daemon, err error) {
+	if opts.Stderr == nil {
+		opts.Stderr = os.Stderr
+	}
 	g := cfg.Global
 	d = &Daemon{
 		opts:     opts,
@@ -375,9 +379,10 @@ func (d *Daemon) retire(s *service) {
 	}()
 }
 
-// shutdown drains every service for the grace period (a second signal cuts
-// it short), then stops.
-func (d *Daemon) shutdown(sig os.Signal, sigs <-chan os.Signal) {
+// Shutdown stops accepting, drains every service for the grace period (or
+// until cut delivers something: a second signal), then stops the loops and
+// the control socket. reason is logged.
+func (d *Daemon) Shutdown(reason string, cut <-chan os.Signal) {
 	d.mu.Lock()
 	d.stopping = true
 	all := make([]*service, 0, len(d.services)+len(d.draining))
@@ -393,12 +398,12 @@ func (d *Daemon) shutdown(sig os.Signal, sigs <-chan os.Signal) {
 	}
 	grace := d.cfg.Global.Grace
 	d.mu.Unlock()
-	d.log.Info("shutting down: no longer accepting", "signal", sig.String(), "live", live, "grace", grace)
+	d.log.Info("shutting down: no longer accepting", "signal", reason, "live", live, "grace", grace)
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	go func() {
 		select {
-		case <-sigs:
+		case <-cut:
 			cancel()
 		case <-ctx.Done():
 		}
