@@ -117,7 +117,8 @@ stop_all
 # 6. Measurements (informational): splice against the copy path
 # (--max-pipes -1), through the vsock bridge and through a plain TCP forward
 # for comparison; no hashing, 64 MiB up. CPU is the clock ticks the sluice
-# processes used (like wall times, not to be trusted on malta).
+# processes used (like wall times, not to be trusted on malta). The
+# BOARD-TIME lines let the host time each run by its own clock.
 measure() { # KIND(vsock|tcp) NAME PORT-OFFSET [SLUICE-FLAGS]
 	local kind="$1" name="$2" p="$3" cpids
 	shift 3
@@ -135,7 +136,9 @@ measure() { # KIND(vsock|tcp) NAME PORT-OFFSET [SLUICE-FLAGS]
 	wait_log /tmp/mcli.log listening
 	before=0
 	for c in $cpids; do before=$((before + $(cpu_ticks "$c"))); done
+	echo "BOARD-TIME: begin $kind-$name"
 	if out=$(boardcheck send -hash=false -connect 127.0.0.1:$((7300 + p)) -up $((64 * MiB)) 2>&1); then
+		echo "BOARD-TIME: end $kind-$name $((64 * MiB))"
 		after=0
 		for c in $cpids; do after=$((after + $(cpu_ticks "$c"))); done
 		echo "BOARD-MEASURE: $kind, $name: $(echo "$out" | sed 's/.*; up //'), sluice CPU $((after - before)) ticks of 1/100 s for 64 MiB"
