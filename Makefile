@@ -135,3 +135,10 @@ generate:
 		-target bpfel,bpfeb -tags '!nobpf' -go-package telemetry \
 		-type thread_bytes -type sock_stats \
 		telemetry ../../bpf/telemetry.c
+
+# fuzz-config: fuzz the UCI config parser (seed corpus in
+# pkg/config/testdata/fuzz/FuzzParse). FUZZTIME=5m for a longer run.
+FUZZTIME ?= 30s
+.PHONY: fuzz-config
+fuzz-config:
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./pkg/config/
