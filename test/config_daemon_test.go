@@ -295,3 +295,47 @@ func TestIntegrationDaemonPrivilegedPortHint(t *testing.T) {
 		}
 	}
 }
+
+// contextSwitches sums the context switches of every thread of pid.
+func contextSwitches(t testing.TB, pid int) int64 {
+	t.Helper()
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	if err != nil || len(tasks) == 0 {
+		t.Fatalf("threads of %d: %v", pid, err)
+	}
+	var n int64
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // the thread exited
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.HasSuffix(k, "ctxt_switches") {
+				var x int64
+				fmt.Sscan(strings.TrimSpace(v), &x)
+				n += x
+			}
+		}
+	}
+	return n
+}
+
+// TestDaemonIdleNoWakeups checks that an idle `sluice run` with a memory
+// cap, a control socket and an interface watch (netlink) does not wake up:
+// none of them may poll.
+func TestDaemonIdleNoWakeups(t *testing.T) {
+	cfg := newDaemonConfig(t)
+	cfg.global = "\toption max_memory '24M'\n"
+	cfg.write(t, forwardSection("a", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "127.0.0.1:1")+
+		fmt.Sprintf("config forward 'b'\n\toption listen ':%d'\n\toption interface 'lo'\n\tlist upstream '127.0.0.1:1'\n", freePort(t)))
+	p := startSluice(t, "run", "-c", cfg.path)
+	if _, err := p.waitLog(5*time.Second, "msg=running"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // let start-up settle
+	before := contextSwitches(t, p.pid())
+	time.Sleep(3 * time.Second)
+	if n := contextSwitches(t, p.pid()) - before; n > 3 {
+		t.Errorf("idle sluice switched context %d times in 3s, want about 0", n)
+	}
+}
