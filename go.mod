@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/mdlayher/vsock v1.4.0
 	github.com/vishvananda/netlink v1.3.1
+	golang.org/x/crypto v0.58.0
 	golang.org/x/sys v0.49.0
 )
 

@@ -23,6 +23,7 @@ Commands:
   reload    make the running daemon re-read its config file
   stats     services, connections, bytes, pipes and memory of the daemon
   forward   relay every connection on one address to another (socat-style)
+  http-proxy  an HTTP/1.1 forward proxy with CONNECT, users and ACLs
   version   print the version, commit and platform
   help      show help for a command: sluice help forward
 
@@ -58,6 +59,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "forward":
 		err = runForward(rest, stderr)
+	case "http-proxy":
+		err = runHTTPProxy(rest, stderr)
 	case "run":
 		err = runRun(rest, stderr)
 	case "check":

@@ -297,13 +297,13 @@ func (resp *Response) check(method string) error {
 // chunked.
 func bodyFraming(h Header) (Framing, int64, error) {
 	var codings []string
+	sawTE := false
 	var length int64 = -1
 	for _, f := range h {
 		switch {
 		case equalFold(f.Name, "Transfer-Encoding"):
-			for _, c := range splitList(f.Value) {
-				codings = append(codings, c)
-			}
+			sawTE = true
+			codings = append(codings, splitList(f.Value)...)
 		case equalFold(f.Name, "Content-Length"):
 			for _, v := range splitList(f.Value) {
 				n, ok := parseLength(v)
@@ -320,7 +320,12 @@ func bodyFraming(h Header) (Framing, int64, error) {
 			}
 		}
 	}
-	if codings != nil {
+	if sawTE {
+		if len(codings) == 0 {
+			// An empty Transfer-Encoding must not quietly mean "no body":
+			// a server that disagrees would read the next request as one.
+			return 0, 0, bad("empty Transfer-Encoding")
+		}
 		if length >= 0 {
 			return 0, 0, bad("both Content-Length and Transfer-Encoding")
 		}

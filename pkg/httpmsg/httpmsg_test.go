@@ -78,6 +78,7 @@ func TestParseRequestErrors(t *testing.T) {
 		{"bare cr", "GET http://a/ HTTP/1.1\r\nHost: a\r\nX-A: a\rb\r\n\r\n", 400},
 		{"bare lf", "GET http://a/ HTTP/1.1\nHost: a\n\n", 400},
 		{"te chunked twice", "POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400},
+		{"empty te", "POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n\r\n", 400},
 		{"te not chunked", "POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
 		{"te http/1.0", "POST http://a/ HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
 		{"no host 1.1", "GET http://a/ HTTP/1.1\r\n\r\n", 400},

@@ -1,0 +1,302 @@
+// Package httpproxy is sluice's HTTP/1.1 forward proxy: absolute-form
+// requests of every method and CONNECT tunnels, run as a state machine on
+// the reactor's loops (no goroutine and no buffer per idle connection).
+//
+// A client connection lives on the loop that accepted it. Its request head
+// is read into a buffer borrowed from the loop for as long as bytes are in
+// flight and parsed strictly (package httpmsg); the request goes to the
+// origin with hop-by-hop fields removed, Host taken from the URI and Via
+// added; bodies stream both ways by Content-Length or chunked framing, each
+// message checked as it passes. A CONNECT becomes a plain splice relay
+// (package relay) once "200 Connection established" is sent. Every error
+// the client can still be told about is a short HTTP response.
+//
+// Blocking work (DNS, password hashing) runs in the reactor's pool; the
+// loop never waits.
+package httpproxy
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluice-proxy/sluice/pkg/acl"
+	"github.com/sluice-proxy/sluice/pkg/auth"
+	"github.com/sluice-proxy/sluice/pkg/endpoint"
+	"github.com/sluice-proxy/sluice/pkg/httpmsg"
+	"github.com/sluice-proxy/sluice/pkg/ratelog"
+	"github.com/sluice-proxy/sluice/pkg/reactor"
+	"github.com/sluice-proxy/sluice/pkg/relay"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultConnectTimeout = 10 * time.Second
+	DefaultHeaderTimeout  = 10 * time.Second
+	DefaultIdleTimeout    = 60 * time.Second
+	DefaultReadTimeout    = 60 * time.Second
+)
+
+// lookupTimeout bounds one DNS lookup of an origin.
+const lookupTimeout = 5 * time.Second
+
+// lingerTimeout bounds how long a connection that was sent an error is read
+// and discarded before it is closed, so the client sees the response
+// instead of a reset caused by its unread bytes.
+const lingerTimeout = 2 * time.Second
+
+// Config describes one HTTP proxy. The zero value (with Listen) is usable.
+type Config struct {
+	// Name names the service in logs. If empty, the listen address.
+	Name string
+	// Listen is the address New listens on.
+	Listen endpoint.Addr
+	// ConnectTimeout bounds a connect to an origin (per address). If
+	// zero, DefaultConnectTimeout; an expired connect answers 504.
+	ConnectTimeout time.Duration
+	// HeaderTimeout bounds the time from a connection's first byte (or
+	// its accept) to the end of a request head; past it the client gets
+	// 408 and is closed (slowloris). If zero, DefaultHeaderTimeout.
+	HeaderTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection with no request for this
+	// long, and a CONNECT tunnel that moved nothing for this long. If
+	// zero, DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// ReadTimeout bounds the wait for an origin's response head and each
+	// silence of an exchange after it; without a head the client gets
+	// 504. If zero, DefaultReadTimeout.
+	ReadTimeout time.Duration
+	// MaxConns bounds live client connections; further ones are closed at
+	// once. If zero, no bound.
+	MaxConns int
+	// ForwardedFor adds X-Forwarded-For with the client address. Off by
+	// default: the client stays hidden from origins.
+	ForwardedFor bool
+	// Limits bound request and response heads; zero fields take the
+	// httpmsg defaults.
+	Limits httpmsg.Limits
+	// Users, if set, requires Proxy-Authorization Basic from every client
+	// (407 otherwise), except clients that Users maps by address.
+	Users *auth.Users
+	// ACL decides which requests may pass. If nil, acl.Default: every
+	// method and host, CONNECT only to port 443.
+	ACL *acl.List
+	// Pools are the relay pools, one per loop. If nil, the service makes
+	// its own.
+	Pools []*relay.Pool
+	// Log receives the service's records. If nil, slog.Default().
+	Log *slog.Logger
+	// AccessLog, if set, receives one record per request: client, user,
+	// method, URL or CONNECT target, status, bytes and duration.
+	AccessLog *slog.Logger
+}
+
+// Stats are a service's counters.
+type Stats struct {
+	Accepted  uint64 // client connections accepted
+	Requests  uint64 // requests answered (any status), tunnels included
+	Tunnels   uint64 // CONNECT tunnels established
+	Errors    uint64 // requests answered by sluice with an error status
+	BytesUp   uint64 // request bodies and tunnel bytes, client to origin
+	BytesDown uint64 // response bodies and tunnel bytes, origin to client
+}
+
+func (s *Stats) add(o Stats) {
+	s.Accepted += o.Accepted
+	s.Requests += o.Requests
+	s.Tunnels += o.Tunnels
+	s.Errors += o.Errors
+	s.BytesUp += o.BytesUp
+	s.BytesDown += o.BytesDown
+}
+
+// Service is a running HTTP proxy.
+type Service struct {
+	cfg     Config
+	reactor *reactor.Reactor
+	pools   []*relay.Pool
+	bufs    []bufPool // one per loop
+	log     *slog.Logger
+	warn    *ratelog.Logger
+	stats   []Stats // one per loop, owned by it
+	active  atomic.Int64
+	idle    chan struct{}
+
+	mu       sync.Mutex
+	ln       *endpoint.Listener
+	started  bool
+	draining bool
+}
+
+// New checks cfg and listens. Connections are accepted once Start is
+// called.
+func New(ctx context.Context, r *reactor.Reactor, cfg Config) (*Service, error) {
+	if cfg.Pools == nil {
+		cfg.Pools = relay.PoolSet(relay.PoolConfig{}, len(r.Loops()))
+	}
+	if len(cfg.Pools) != len(r.Loops()) {
+		return nil, fmt.Errorf("http proxy %s: %d relay pools for %d loops", cfg.Listen, len(cfg.Pools), len(r.Loops()))
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	if cfg.HeaderTimeout <= 0 {
+		cfg.HeaderTimeout = DefaultHeaderTimeout
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
+	}
+	if cfg.ACL == nil {
+		cfg.ACL = acl.Default()
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	name := cfg.Name
+	if name == "" {
+		name = cfg.Listen.String()
+	}
+	log = log.With("http_proxy", name)
+	s := &Service{
+		cfg:     cfg,
+		reactor: r,
+		pools:   cfg.Pools,
+		bufs:    make([]bufPool, len(r.Loops())),
+		log:     log,
+		warn:    &ratelog.Logger{Out: log},
+		stats:   make([]Stats, len(r.Loops())),
+		idle:    make(chan struct{}, 1),
+	}
+	for i := range s.bufs {
+		s.bufs[i].size = bufSize(cfg.Limits)
+	}
+	ln, err := endpoint.Listen(ctx, cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("http proxy: %w", err)
+	}
+	ln.OnError = func(err error) { s.warn.Log(slog.LevelWarn, "accept failed", "err", err) }
+	s.ln = ln
+	return s, nil
+}
+
+// Addr returns the address the service listens on, port 0 resolved.
+func (s *Service) Addr() string { return s.ln.Addr() }
+
+// Start accepts connections on every loop.
+func (s *Service) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started || s.draining {
+		return nil
+	}
+	s.started = true
+	return s.ln.Serve(s.reactor.Loops(), s.accept)
+}
+
+// Active returns the number of live client connections and tunnels.
+func (s *Service) Active() int { return int(s.active.Load()) }
+
+// StopAccepting closes the listener; live connections are not touched. It
+// must not be called from a loop goroutine.
+func (s *Service) StopAccepting() {
+	s.mu.Lock()
+	already := s.draining
+	s.draining = true
+	s.mu.Unlock()
+	if !already {
+		s.ln.Close()
+	}
+}
+
+// Drain stops accepting and waits until every live connection has ended or
+// ctx is done. It must not be called from a loop goroutine.
+func (s *Service) Drain(ctx context.Context) error {
+	s.StopAccepting()
+	for s.active.Load() > 0 {
+		select {
+		case <-s.idle:
+		case <-ctx.Done():
+			return fmt.Errorf("drain: %d connections still open: %w", s.active.Load(), ctx.Err())
+		}
+	}
+	return nil
+}
+
+// Stats sums the counters of every loop; call it once the reactor has
+// stopped (see Snapshot while it runs).
+func (s *Service) Stats() Stats {
+	var total Stats
+	for _, st := range s.stats {
+		total.add(st)
+	}
+	return total
+}
+
+// Snapshot sums the counters of every loop while the reactor runs. It must
+// not be called from a loop goroutine.
+func (s *Service) Snapshot(ctx context.Context) (Stats, error) {
+	loops := s.reactor.Loops()
+	got := make(chan Stats, len(loops))
+	for _, l := range loops {
+		l.Post(func() { got <- s.stats[l.ID()] })
+	}
+	var total Stats
+	for range loops {
+		select {
+		case st := <-got:
+			total.add(st)
+		case <-ctx.Done():
+			return total, fmt.Errorf("stats: %w", ctx.Err())
+		}
+	}
+	return total, nil
+}
+
+func (s *Service) release() {
+	if s.active.Add(-1) == 0 {
+		select {
+		case s.idle <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// bufPool lends the buffers heads and bodies pass through on one loop.
+type bufPool struct {
+	size int
+	free [][]byte
+}
+
+// maxFreeBufs bounds the idle buffers a loop keeps.
+const maxFreeBufs = 64
+
+func bufSize(lim httpmsg.Limits) int {
+	n := lim.MaxHead
+	if n <= 0 {
+		n = httpmsg.DefaultMaxHead
+	}
+	return max(n+1, 16384)
+}
+
+func (p *bufPool) get() []byte {
+	if n := len(p.free); n > 0 {
+		b := p.free[n-1]
+		p.free[n-1] = nil
+		p.free = p.free[:n-1]
+		return b
+	}
+	return make([]byte, p.size)
+}
+
+func (p *bufPool) put(b []byte) {
+	if len(p.free) < maxFreeBufs && len(b) == p.size {
+		p.free = append(p.free, b)
+	}
+}
