@@ -221,6 +221,9 @@ func (s *Service) Update(cfg Config) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Counters of upstreams that are gone are dropped from the map; live
+	// connections to them keep theirs through their settings.
+	upActive := make(map[string]*atomic.Int64, len(addrs))
 	for _, a := range addrs {
 		u := upstream{addr: a}
 		if !a.NeedsLookup() {
@@ -231,12 +234,16 @@ func (s *Service) Update(cfg Config) error {
 			u.sas = sas
 		}
 		key := a.String()
-		if s.upActive[key] == nil {
-			s.upActive[key] = new(atomic.Int64)
+		if upActive[key] == nil {
+			upActive[key] = s.upActive[key]
 		}
-		u.active = s.upActive[key]
+		if upActive[key] == nil {
+			upActive[key] = new(atomic.Int64)
+		}
+		u.active = upActive[key]
 		set.ups = append(set.ups, u)
 	}
+	s.upActive = upActive
 	s.set.Store(set)
 	return nil
 }
