@@ -134,9 +134,9 @@ type Service struct {
 	stats   []Stats // one per loop, owned by that loop
 	// live holds, per loop and owned by it, the connections being
 	// relayed, so that Snapshot can count their bytes so far.
-	live []map[*conn]struct{}
-	active  atomic.Int64
-	idle    chan struct{} // signalled when active drops to zero
+	live   []map[*conn]struct{}
+	active atomic.Int64
+	idle   chan struct{} // signalled when active drops to zero
 
 	mu        sync.Mutex
 	started   bool
