@@ -105,6 +105,34 @@ func (l *List) Check(r Request) Decision {
 	return Decision{Action: l.Default, Rule: -1}
 }
 
+// CheckHost decides r before its destination is resolved, when no rule
+// that looks at the destination address can come first: it returns the
+// decision Check would give for every address, and false when the address
+// is needed. A denied name then costs no DNS lookup.
+func (l *List) CheckHost(r Request) (Decision, bool) {
+	r.Addr = netip.Addr{}
+	r.Client = r.Client.Unmap()
+	if r.Method == "CONNECT" {
+		if d := l.Check(r); d.Rule == -2 {
+			return d, true
+		}
+	}
+	for i := range l.Rules {
+		rule := l.Rules[i]
+		if len(rule.Dests) > 0 {
+			rule.Dests = nil
+			if rule.matches(r) {
+				return Decision{}, false // depends on the address
+			}
+			continue
+		}
+		if rule.matches(r) {
+			return Decision{Action: rule.Action, Rule: i}, true
+		}
+	}
+	return Decision{Action: l.Default, Rule: -1}, true
+}
+
 func (rule *Rule) matches(r Request) bool {
 	if len(rule.Clients) > 0 && !inPrefixes(rule.Clients, r.Client) {
 		return false

@@ -397,6 +397,12 @@ func (c *conn) resolve() {
 	ex := c.ex
 	host, ip := acl.CanonicalHost(ex.t.host)
 	ex.t.host = host
+	if d, ok := c.s.cfg.ACL.CheckHost(acl.Request{
+		Client: c.client, User: ex.user, Method: ex.req.Method, Host: host, Port: ex.t.port,
+	}); ok && d.Action == acl.Deny && !ip.IsValid() {
+		c.deny(d, netip.Addr{})
+		return
+	}
 	if ip.IsValid() {
 		c.resolved([]netip.Addr{ip}, nil)
 		return
@@ -431,9 +437,7 @@ func (c *conn) resolved(ips []netip.Addr, err error) {
 			Host: ex.t.host, Port: ex.t.port, Addr: ip,
 		})
 		if d.Action == acl.Deny {
-			c.s.warn.Log(slog.LevelInfo, "request denied", "client", c.client.String(), "user", ex.user,
-				"method", ex.req.Method, "target", ex.t.url(), "addr", ip.String(), "rule", d.Rule)
-			c.fail(403, "access denied")
+			c.deny(d, ip)
 			return
 		}
 	}
@@ -441,6 +445,17 @@ func (c *conn) resolved(ips []netip.Addr, err error) {
 	c.state = stDial
 	c.last = c.loop.Now()
 	c.dialNext()
+}
+
+func (c *conn) deny(d acl.Decision, ip netip.Addr) {
+	ex := c.ex
+	addr := ""
+	if ip.IsValid() {
+		addr = ip.String()
+	}
+	c.s.warn.Log(slog.LevelInfo, "request denied", "client", c.client.String(), "user", ex.user,
+		"method", ex.req.Method, "target", ex.t.url(), "addr", addr, "rule", d.Rule)
+	c.fail(403, "access denied")
 }
 
 func (c *conn) dialNext() {

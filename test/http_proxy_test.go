@@ -1,0 +1,279 @@
+package test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestHTTPProxyMethods sends every common method through sluice with curl
+// and checks what the origin saw, byte-exact.
+func TestHTTPProxyMethods(t *testing.T) {
+	o := startOrigin(t, false)
+	p := startHTTPProxy(t)
+	body := pattern(300_000)
+	file := writeFile(t, body)
+	for _, m := range []string{"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "PROPFIND"} {
+		t.Run(m, func(t *testing.T) {
+			args := []string{"-X", m, "http://" + o.hostPort() + "/echo"}
+			want := ""
+			if m == "HEAD" {
+				args = []string{"-I", "http://" + o.hostPort() + "/echo"}
+			}
+			if m == "POST" || m == "PUT" || m == "PATCH" {
+				args = append(args, "--data-binary", "@"+file)
+				want = sha(body)
+			}
+			r := runCurl(t, p, args...)
+			if r.err != nil || r.status != 200 {
+				t.Fatalf("curl: status %d err %v %s", r.status, r.err, r.stderr)
+			}
+			if got := r.header("X-Method"); got != m {
+				t.Errorf("origin saw method %q, want %q", got, m)
+			}
+			if want != "" && r.header("X-Body-Sha256") != want {
+				t.Errorf("origin got body sha256 %s (length %s), want %s", r.header("X-Body-Sha256"), r.header("X-Body-Length"), want)
+			}
+			if r.header("Via") != "1.1 sluice" {
+				t.Errorf("Via = %q, want 1.1 sluice", r.header("Via"))
+			}
+			if m != "HEAD" && !strings.HasPrefix(string(r.body), m+" ") {
+				t.Errorf("body %q", r.body)
+			}
+		})
+	}
+}
+
+// TestHTTPProxyBodies streams bodies both ways, by Content-Length and
+// chunked, and checks them byte for byte.
+func TestHTTPProxyBodies(t *testing.T) {
+	o := startOrigin(t, false)
+	p := startHTTPProxy(t)
+	const n = 5_000_003
+	t.Run("download length", func(t *testing.T) {
+		r := runCurl(t, p, fmt.Sprintf("http://%s/bytes/%d", o.hostPort(), n))
+		if r.status != 200 || sha(r.body) != sha(pattern(n)) {
+			t.Fatalf("status %d, %d bytes, sha mismatch: %s", r.status, len(r.body), r.stderr)
+		}
+	})
+	t.Run("download chunked", func(t *testing.T) {
+		r := runCurl(t, p, fmt.Sprintf("http://%s/chunked/%d", o.hostPort(), n))
+		if r.status != 200 || sha(r.body) != sha(pattern(n)) {
+			t.Fatalf("status %d, %d bytes, sha mismatch: %s", r.status, len(r.body), r.stderr)
+		}
+		if !strings.EqualFold(r.header("Transfer-Encoding"), "chunked") {
+			t.Errorf("Transfer-Encoding = %q, want chunked passed through", r.header("Transfer-Encoding"))
+		}
+	})
+	t.Run("upload chunked", func(t *testing.T) {
+		body := pattern(n)
+		r := runCurl(t, p, "-H", "Transfer-Encoding: chunked", "--data-binary", "@"+writeFile(t, body), "http://"+o.hostPort()+"/echo")
+		if r.status != 200 || r.header("X-Body-Sha256") != sha(body) || r.header("X-Chunked") != "true" {
+			t.Fatalf("status %d, origin got %s bytes sha %s chunked %s: %s", r.status, r.header("X-Body-Length"), r.header("X-Body-Sha256"), r.header("X-Chunked"), r.stderr)
+		}
+	})
+	t.Run("upload expect 100-continue", func(t *testing.T) {
+		body := pattern(2_000_000)
+		start := time.Now()
+		r := runCurl(t, p, "-H", "Expect: 100-continue", "--expect100-timeout", "10", "--data-binary", "@"+writeFile(t, body), "http://"+o.hostPort()+"/echo")
+		if r.status != 200 || r.header("X-Body-Sha256") != sha(body) {
+			t.Fatalf("status %d, origin sha %s: %s", r.status, r.header("X-Body-Sha256"), r.stderr)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("took %v: 100 Continue was not passed on", took)
+		}
+		if !strings.Contains(r.headers, "HTTP/1.1 100 Continue") {
+			t.Errorf("curl saw no 100 Continue:\n%s", r.headers)
+		}
+	})
+	t.Run("http/1.0 client gets chunked body unchunked", func(t *testing.T) {
+		r := runCurl(t, p, "-0", fmt.Sprintf("http://%s/chunked/%d", o.hostPort(), 100_000))
+		if r.status != 200 || sha(r.body) != sha(pattern(100_000)) {
+			t.Fatalf("status %d, %d bytes: %s", r.status, len(r.body), r.stderr)
+		}
+		if r.header("Transfer-Encoding") != "" || !strings.EqualFold(r.header("Connection"), "close") {
+			t.Errorf("HTTP/1.0 client got Transfer-Encoding %q, Connection %q", r.header("Transfer-Encoding"), r.header("Connection"))
+		}
+	})
+	t.Run("http/1.0 client length", func(t *testing.T) {
+		r := runCurl(t, p, "-0", fmt.Sprintf("http://%s/bytes/%d", o.hostPort(), 70_000))
+		if r.status != 200 || sha(r.body) != sha(pattern(70_000)) {
+			t.Fatalf("status %d, %d bytes: %s", r.status, len(r.body), r.stderr)
+		}
+	})
+}
+
+// TestHTTPProxyHeaders checks hop-by-hop removal, Via, Host from the URI
+// and that the client address stays hidden unless --forwarded-for.
+func TestHTTPProxyHeaders(t *testing.T) {
+	o := startOrigin(t, false)
+	p := startHTTPProxy(t)
+	r := runCurl(t, p, "-H", "Connection: X-Private", "-H", "X-Private: secret", "-H", "Keep-Alive: 5",
+		"-H", "Proxy-Connection: keep-alive", "-H", "TE: trailers", "-H", "X-Kept: yes", "http://"+o.hostPort()+"/echo")
+	if r.status != 200 {
+		t.Fatalf("status %d: %s", r.status, r.stderr)
+	}
+	for _, h := range []string{"X-Private", "Keep-Alive", "Proxy-Connection", "Te", "X-Forwarded-For"} {
+		if v := r.header("X-Seen-" + h); v != "" {
+			t.Errorf("origin saw %s: %q", h, v)
+		}
+	}
+	if r.header("X-Seen-X-Kept") != "yes" || r.header("X-Seen-Via") != "1.1 sluice" || r.header("X-Seen-Host") != o.hostPort() {
+		t.Errorf("origin saw X-Kept %q Via %q Host %q", r.header("X-Seen-X-Kept"), r.header("X-Seen-Via"), r.header("X-Seen-Host"))
+	}
+
+	pf := startHTTPProxy(t, "--forwarded-for")
+	r = runCurl(t, pf, "http://"+o.hostPort()+"/echo")
+	if r.header("X-Seen-X-Forwarded-For") != "127.0.0.1" {
+		t.Errorf("with --forwarded-for origin saw X-Forwarded-For %q", r.header("X-Seen-X-Forwarded-For"))
+	}
+}
+
+// TestHTTPProxyKeepAlive makes 20 requests with Go's client through one
+// proxy connection.
+func TestHTTPProxyKeepAlive(t *testing.T) {
+	o := startOrigin(t, false)
+	p := startHTTPProxy(t)
+	var dials atomic.Int64
+	proxyURL, _ := url.Parse("http://" + p.addr)
+	tr := &http.Transport{
+		Proxy: http.ProxyURL(proxyURL),
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials.Add(1)
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		},
+	}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	for i := range 20 {
+		resp, err := client.Get(fmt.Sprintf("http://%s/bytes/%d", o.hostPort(), 1000+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if sha(b) != sha(pattern(1000+i)) {
+			t.Fatalf("request %d: wrong body", i)
+		}
+	}
+	if n := dials.Load(); n != 1 {
+		t.Errorf("%d connections to the proxy for 20 requests, want 1 (keep-alive)", n)
+	}
+	if n := o.requests.Load(); n != 20 {
+		t.Errorf("origin saw %d requests, want 20", n)
+	}
+}
+
+// TestHTTPProxyPipelined sends two requests in one write; both must be
+// answered in order.
+func TestHTTPProxyPipelined(t *testing.T) {
+	o := startOrigin(t, false)
+	p := startHTTPProxy(t)
+	c := p.dial(t)
+	req := fmt.Sprintf("GET http://%[1]s/bytes/10 HTTP/1.1\r\nHost: %[1]s\r\n\r\nPOST http://%[1]s/echo HTTP/1.1\r\nHost: %[1]s\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc", o.hostPort())
+	if _, err := c.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	for i, want := range []string{string(pattern(10)), "POST 3\n"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("response %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != want {
+			t.Errorf("response %d body %q, want %q", i, b, want)
+		}
+	}
+}
+
+// TestHTTPProxyConnectTLS tunnels curl to a local TLS origin.
+func TestHTTPProxyConnectTLS(t *testing.T) {
+	o := startOrigin(t, true)
+	p := startHTTPProxy(t, "--connect-port", o.port())
+	const n = 3_000_000
+	r := runCurl(t, p, "-k", fmt.Sprintf("https://%s/bytes/%d", o.hostPort(), n))
+	if r.status != 200 || sha(r.body) != sha(pattern(n)) {
+		t.Fatalf("status %d, %d bytes: %s", r.status, len(r.body), r.stderr)
+	}
+	if !strings.Contains(r.headers, "200 Connection established") {
+		t.Errorf("no CONNECT 200 in %q", r.headers)
+	}
+	body := pattern(1_000_000)
+	r = runCurl(t, p, "-k", "--data-binary", "@"+writeFile(t, body), "https://"+o.hostPort()+"/echo")
+	if r.status != 200 || r.header("X-Body-Sha256") != sha(body) {
+		t.Fatalf("upload through tunnel: status %d sha %s: %s", r.status, r.header("X-Body-Sha256"), r.stderr)
+	}
+
+	// Without --connect-port only 443 may be reached.
+	p443 := startHTTPProxy(t)
+	r = runCurl(t, p443, "-k", "https://"+o.hostPort()+"/bytes/1")
+	if !strings.Contains(r.headers, "403") {
+		t.Errorf("CONNECT to port %s without --connect-port: %q, want 403", o.port(), r.headers)
+	}
+}
+
+// TestHTTPProxyErrors checks the responses sluice makes itself.
+func TestHTTPProxyErrors(t *testing.T) {
+	o := startOrigin(t, false)
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedAddr := closed.Addr().String()
+	closed.Close()
+	p := startHTTPProxy(t, "--read-timeout", "1s", "--rule", "deny host forbidden.example")
+	tests := []struct {
+		name   string
+		raw    string
+		status int
+	}{
+		{"origin-form", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+		{"https absolute-form", "GET https://" + o.hostPort() + "/ HTTP/1.1\r\nHost: " + o.hostPort() + "\r\n\r\n", 400},
+		{"host mismatch", "GET http://" + o.hostPort() + "/echo HTTP/1.1\r\nHost: other.example\r\n\r\n", 400},
+		{"userinfo", "GET http://u:p@" + o.hostPort() + "/ HTTP/1.1\r\nHost: " + o.hostPort() + "\r\n\r\n", 400},
+		{"refused", "GET http://" + closedAddr + "/ HTTP/1.1\r\nHost: " + closedAddr + "\r\n\r\n", 502},
+		{"unresolvable", "GET http://no-such-host.invalid/ HTTP/1.1\r\nHost: no-such-host.invalid\r\n\r\n", 502},
+		{"denied", "GET http://forbidden.example/ HTTP/1.1\r\nHost: forbidden.example\r\n\r\n", 403},
+		{"silent origin", "GET http://" + o.hostPort() + "/silent HTTP/1.1\r\nHost: " + o.hostPort() + "\r\n\r\n", 504},
+		{"http/2.0", "GET http://" + o.hostPort() + "/ HTTP/2.0\r\nHost: a\r\n\r\n", 505},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := rawExchange(t, p, tt.raw)
+			if statusOf(got) != tt.status {
+				t.Errorf("got %q, want status %d", got, tt.status)
+			}
+		})
+	}
+}
+
+// TestHTTPProxyAccessLog checks the one line per request.
+func TestHTTPProxyAccessLog(t *testing.T) {
+	o := startOrigin(t, false)
+	p := startHTTPProxy(t, "--access-log")
+	r := runCurl(t, p, "http://"+o.hostPort()+"/bytes/1234")
+	if r.status != 200 {
+		t.Fatalf("status %d", r.status)
+	}
+	line, err := p.waitLog(5*time.Second, "msg=request", "log=access")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"client=127.0.0.1", "method=GET", "url=http://" + o.hostPort() + "/bytes/1234", "status=200", "bytes_down=1234"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("access line %q lacks %q", line, want)
+		}
+	}
+}
