@@ -93,6 +93,24 @@ func TestIntegrationInterfaceFollow(t *testing.T) {
 	if err := roundTrip(first); err != nil {
 		t.Fatalf("after link down and up: %v", err)
 	}
+
+	// A reload that changes only the upstreams keeps the listeners: no
+	// new listening line, and the addresses still answer.
+	echo2 := startBackend(t, "tcp", subnet+".1:0", echo)
+	cfg.write(t, fmt.Sprintf("config forward 'wan'\n\toption listen ':%d'\n\toption interface '%s'\n\tlist upstream '%s'\n",
+		port, inner, echo2.upstream()))
+	if res := runSluice(t, "reload", "-c", cfg.path); res.code != 0 {
+		t.Fatalf("reload: %s", res.stderr)
+	}
+	if err := roundTrip(first); err != nil {
+		t.Fatalf("after a reload: %v", err)
+	}
+	if echo2.accepted.Load() != 1 {
+		t.Errorf("the new upstream accepted %d connections, want 1", echo2.accepted.Load())
+	}
+	if n := len(p.stderr.matching("msg=listening", "addr="+first)); n != 2 {
+		t.Errorf("%d listening lines for %s, want 2 (start and link up; none for the reload)", n, first)
+	}
 	if p.exited() {
 		t.Fatal("sluice exited")
 	}
