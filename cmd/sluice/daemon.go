@@ -18,7 +18,7 @@ import (
 // errReported marks a failure whose details were already printed.
 var errReported = errors.New("reported")
 
-const configFlagHelp = "config file (default /etc/config/sluice if it exists, else /etc/sluice.conf)"
+const configFlagHelp = "config `FILE` (default /etc/config/sluice if it exists, else /etc/sluice.conf)"
 
 // configCommand parses the flags of a command that takes only -c FILE
 // (and, for stats, --json) and returns the config path.

@@ -127,11 +127,15 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
 
-// printFlags lists fs's flags GNU-style (--name VALUE) with their defaults.
+// printFlags lists fs's flags GNU-style (--name VALUE, -c VALUE for one
+// letter) with their defaults.
 func printFlags(fs *flag.FlagSet) {
 	fs.VisitAll(func(f *flag.Flag) {
 		name, help := flag.UnquoteUsage(f)
 		arg := "--" + f.Name
+		if len(f.Name) == 1 {
+			arg = "-" + f.Name
+		}
 		if name != "" {
 			arg += " " + strings.ToUpper(name)
 		}
