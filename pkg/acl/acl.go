@@ -200,6 +200,9 @@ func MatchHost(pattern, host string) bool {
 	switch {
 	case strings.HasPrefix(pattern, "."):
 		p := strings.ToLower(strings.TrimSuffix(pattern, "."))
+		if len(p) < 2 {
+			return false // "." or "..": no name; ParseRule refuses them
+		}
 		return host == p[1:] || strings.HasSuffix(host, p)
 	case strings.IndexByte(pattern, '*') >= 0:
 		return glob(strings.ToLower(strings.TrimSuffix(pattern, ".")), host)

@@ -119,7 +119,7 @@ func TestParseRuleErrors(t *testing.T) {
 	for _, s := range []string{
 		"", "permit host a", "deny host", "deny colour red", "deny dest 10.0.0.0/33",
 		"deny dest example.com", "deny port 0", "deny port 90-80", "deny method get",
-		"deny host a/b", "deny client ::ffff:10.0.0.0/64", "deny dest 10.0.0.0/+8", "deny host a,,b",
+		"deny host a/b", "deny client ::ffff:10.0.0.0/64", "deny dest 10.0.0.0/+8", "deny host a,,b", "allow host .", "deny host ..",
 	} {
 		if _, err := ParseRule(s); err == nil {
 			t.Errorf("ParseRule(%q): no error", s)

@@ -69,7 +69,7 @@ func (r *Rule) add(key, v string) error {
 		r.Methods = append(r.Methods, v)
 	case "host":
 		h := strings.ToLower(v)
-		if strings.ContainsAny(h, "/:@ ") {
+		if strings.ContainsAny(h, "/:@ ") || strings.Trim(h, ".") == "" {
 			return fmt.Errorf("host %q: want a name or pattern such as example.com, .example.com or *.example.com", v)
 		}
 		if !strings.HasPrefix(h, ".") && !strings.Contains(h, "*") {
