@@ -55,6 +55,10 @@ type Config struct {
 	File     string    // where it was read from
 	Global   Global    // the `config sluice` section, or defaults
 	Forwards []Forward // enabled forward sections, in file order
+	// HTTPProxies are the enabled http_proxy sections; Users the user
+	// sections (see http.go).
+	HTTPProxies []HTTPProxy
+	Users       []User
 	// Disabled names the forward sections with `option enabled '0'`.
 	Disabled []string
 }
@@ -184,10 +188,13 @@ func Parse(file string, data []byte) (*Config, Errors) {
 				cfg.Disabled = append(cfg.Disabled, f.Name)
 			}
 		default:
-			fail("", s.Line, "unknown section type %q: want sluice or forward", s.Type)
+			if !parseHTTPSection(cfg, s, fail) {
+				fail("", s.Line, "unknown section type %q: want sluice, forward, http_proxy or user", s.Type)
+			}
 		}
 	}
 	errs = append(errs, checkListeners(file, cfg.Forwards)...)
+	errs = append(errs, checkHTTP(cfg)...)
 	if len(errs) > 0 {
 		sortErrors(errs)
 		return nil, errs

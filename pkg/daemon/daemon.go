@@ -56,6 +56,7 @@ type Daemon struct {
 	maxPipes    int
 	ctl         *control.Server
 	started     time.Time
+	http        httpServices // see http.go
 
 	mu       sync.Mutex // serializes reloads, stats and shutdown
 	cfg      *config.Config
@@ -140,6 +141,7 @@ func Start(opts Options, cfg *config.Config) (d *Daemon, err error) {
 		for _, s := range d.services {
 			s.stop()
 		}
+		d.stopHTTP()
 		d.r.Stop()
 		d.logFile.Close()
 		return nil, err
@@ -150,6 +152,9 @@ func Start(opts Options, cfg *config.Config) (d *Daemon, err error) {
 			return fail(err)
 		}
 		d.services[s.key] = s
+	}
+	if err := d.createHTTP(cfg); err != nil {
+		return fail(err)
 	}
 	d.ctl, err = control.Listen(g.ControlSocket)
 	if err != nil {
@@ -165,6 +170,10 @@ func Start(opts Options, cfg *config.Config) (d *Daemon, err error) {
 			d.ctl.Close()
 			return fail(err)
 		}
+	}
+	if err := d.startHTTP(); err != nil {
+		d.ctl.Close()
+		return fail(err)
 	}
 	d.ctl.Serve(d.handle)
 	d.log.Info("running", "config", opts.ConfigPath, "services", len(d.services), "loops", len(d.r.Loops()),
@@ -327,6 +336,9 @@ func (d *Daemon) Reload() error {
 		}
 		next[s.key] = s
 	}
+	if err := d.reloadHTTP(cfg); err != nil {
+		problems = append(problems, err)
+	}
 	d.services = next
 	d.cfg = cfg
 	d.reloads++
@@ -421,6 +433,7 @@ func (d *Daemon) Shutdown(reason string, cut <-chan os.Signal) {
 			}
 		}()
 	}
+	d.drainHTTP(ctx, &wg)
 	wg.Wait()
 	d.ctl.Close()
 	d.r.Stop()

@@ -1,0 +1,77 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-proxy/sluice/pkg/acl"
+)
+
+// hash is a bcrypt hash of "pw" at cost 4.
+const hash = "$2a$04$Jo8bBfNbMO1QK4wz3wYsq.1BWLh9j6r.BNsydz2VJyFmb0FyvUZFu"
+
+func TestParseHTTPProxy(t *testing.T) {
+	text := `
+config user 'alice'
+	option password '` + hash + `'
+	list address '192.168.1.50'
+
+config http_proxy 'lan'
+	option listen ':3128'
+	option auth '1'
+	option forwarded_for 'yes'
+	option header_timeout '5s'
+	option max_conns '100'
+	list rule 'deny dest 10.0.0.0/8'
+	list rule 'allow user alice'
+	option default 'deny'
+	list connect_port '443'
+	list connect_port '8443-8444'
+
+config http_proxy 'off'
+	option enabled '0'
+	option listen ':3129'
+`
+	cfg, errs := Parse("test.conf", []byte(text))
+	if errs != nil {
+		t.Fatal(errs)
+	}
+	if len(cfg.HTTPProxies) != 1 || len(cfg.Users) != 1 {
+		t.Fatalf("%d proxies, %d users", len(cfg.HTTPProxies), len(cfg.Users))
+	}
+	h := cfg.HTTPProxies[0]
+	if h.Name != "lan" || h.Listen.Port != 3128 || !h.Auth || !h.ForwardedFor || h.HeaderTimeout != 5*time.Second || h.MaxConns != 100 {
+		t.Errorf("proxy %+v", h)
+	}
+	if len(h.ACL.Rules) != 2 || h.ACL.Default != acl.Deny || len(h.ACL.ConnectPorts) != 2 {
+		t.Errorf("acl %+v", h.ACL)
+	}
+	if u := cfg.Users[0]; u.Name != "alice" || u.Hash != hash || len(u.Addresses) != 1 {
+		t.Errorf("user %+v", u)
+	}
+	if len(cfg.Disabled) != 1 || cfg.Disabled[0] != "off" {
+		t.Errorf("disabled %v", cfg.Disabled)
+	}
+}
+
+func TestParseHTTPProxyErrors(t *testing.T) {
+	tests := []struct{ name, text, want string }{
+		{"no listen", "config http_proxy 'a'\n\toption auth '0'\n", "option 'listen': missing"},
+		{"auth without users", "config http_proxy 'a'\n\toption listen ':1'\n\toption auth '1'\n", "no `config user`"},
+		{"bad rule", "config http_proxy 'a'\n\toption listen ':1'\n\tlist rule 'deny dest nowhere'\n", "not an address"},
+		{"bad default", "config http_proxy 'a'\n\toption listen ':1'\n\toption default 'maybe'\n", "want allow or deny"},
+		{"zero timeout", "config http_proxy 'a'\n\toption listen ':1'\n\toption read_timeout '0'\n", "more than 0"},
+		{"vsock", "config http_proxy 'a'\n\toption listen 'vsock:any:1'\n", "TCP or a unix socket"},
+		{"same listen as forward", "config forward 'f'\n\toption listen '127.0.0.1:5000'\n\tlist upstream '127.0.0.1:1'\nconfig http_proxy 'a'\n\toption listen '127.0.0.1:5000'\n", "already the listen address of forward 'f'"},
+		{"plain password", "config user 'u'\n\toption password 'secret'\n", "want bcrypt"},
+		{"user without password", "config user 'u'\n\tlist address '10.0.0.1'\n", "option 'password': missing"},
+		{"anonymous user", "config user\n\toption password '" + hash + "'\n", "needs a name"},
+	}
+	for _, tt := range tests {
+		_, errs := Parse("t.conf", []byte(tt.text))
+		if errs == nil || !strings.Contains(errs.Error(), tt.want) {
+			t.Errorf("%s: errors %v, want one containing %q", tt.name, errs, tt.want)
+		}
+	}
+}

@@ -1,0 +1,189 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+
+	"github.com/sluice-proxy/sluice/pkg/auth"
+	"github.com/sluice-proxy/sluice/pkg/config"
+	"github.com/sluice-proxy/sluice/pkg/httpproxy"
+)
+
+// httpService is one configured http_proxy and what runs it.
+type httpService struct {
+	key   string // listen address
+	cfg   config.HTTPProxy
+	users []config.User // the users it was built with, when it uses them
+	svc   *httpproxy.Service
+}
+
+// httpServices are the daemon's HTTP proxies, by listen address.
+type httpServices struct {
+	running  map[string]*httpService
+	draining sync.WaitGroup // retired proxies still serving their connections
+}
+
+// newUsers builds the user table of cfg, or nil when there are no users.
+func newUsers(cfg *config.Config) (*auth.Users, error) {
+	if len(cfg.Users) == 0 {
+		return nil, nil
+	}
+	ac := auth.Config{}
+	for _, u := range cfg.Users {
+		ac.Users = append(ac.Users, auth.User{Name: u.Name, Hash: u.Hash})
+		for _, p := range u.Addresses {
+			ac.ByAddr = append(ac.ByAddr, auth.AddrUser{Prefix: p, User: u.Name})
+		}
+	}
+	return auth.New(ac)
+}
+
+// newHTTP creates (and binds) the proxy of h without starting it.
+func (d *Daemon) newHTTP(h config.HTTPProxy, cfg *config.Config, users *auth.Users) (*httpService, error) {
+	list := h.ACL
+	hc := httpproxy.Config{
+		Name:           h.Name,
+		Listen:         h.Listen,
+		ConnectTimeout: h.ConnectTimeout,
+		HeaderTimeout:  h.HeaderTimeout,
+		IdleTimeout:    h.IdleTimeout,
+		ReadTimeout:    h.ReadTimeout,
+		MaxConns:       h.MaxConns,
+		ForwardedFor:   h.ForwardedFor,
+		ACL:            &list,
+		Pools:          d.pools,
+		Log:            d.log,
+	}
+	s := &httpService{key: h.Listen.String(), cfg: h}
+	if h.Auth {
+		hc.Users = users
+		s.users = cfg.Users
+	}
+	if h.AccessLog {
+		hc.AccessLog = d.log.With("log", "access", "http_proxy", h.Name)
+	}
+	svc, err := httpproxy.New(context.Background(), d.r, hc)
+	if err != nil {
+		return nil, fmt.Errorf("http_proxy '%s': %w", h.Name, bindHint(err, h.Listen))
+	}
+	s.svc = svc
+	return s, nil
+}
+
+// createHTTP binds every http_proxy of cfg; startHTTP starts them once the
+// loops run.
+func (d *Daemon) createHTTP(cfg *config.Config) error {
+	d.http.running = make(map[string]*httpService)
+	users, err := newUsers(cfg)
+	if err != nil {
+		return err
+	}
+	for _, h := range cfg.HTTPProxies {
+		s, err := d.newHTTP(h, cfg, users)
+		if err != nil {
+			return err
+		}
+		d.http.running[s.key] = s
+	}
+	return nil
+}
+
+func (d *Daemon) startHTTP() error {
+	for _, s := range d.http.running {
+		if err := d.startOneHTTP(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *Daemon) startOneHTTP(s *httpService) error {
+	if err := s.svc.Start(); err != nil {
+		return fmt.Errorf("http_proxy '%s': %w", s.cfg.Name, err)
+	}
+	d.log.Info("listening", "http_proxy", s.cfg.Name, "addr", s.svc.Addr(), "rules", len(s.cfg.ACL.Rules), "auth", s.cfg.Auth)
+	return nil
+}
+
+// stopHTTP closes every listener (start-up failed).
+func (d *Daemon) stopHTTP() {
+	for _, s := range d.http.running {
+		s.svc.StopAccepting()
+	}
+}
+
+// sameHTTP reports whether a and b configure the same proxy, names and
+// lines aside.
+func sameHTTP(a, b config.HTTPProxy) bool {
+	a.Name, a.Line, b.Name, b.Line = "", 0, "", 0
+	return reflect.DeepEqual(a, b)
+}
+
+// reloadHTTP applies cfg's http_proxy sections: an unchanged proxy (users
+// included, when it uses them) keeps running; a changed or removed one
+// stops accepting and serves its live connections to their end; new and
+// changed ones start on their address. Called with d.mu held.
+func (d *Daemon) reloadHTTP(cfg *config.Config) error {
+	users, err := newUsers(cfg)
+	if err != nil {
+		return err
+	}
+	old := d.http.running
+	next := make(map[string]*httpService)
+	var start []config.HTTPProxy
+	for _, h := range cfg.HTTPProxies {
+		s, ok := old[h.Listen.String()]
+		if ok && sameHTTP(s.cfg, h) && (!h.Auth || reflect.DeepEqual(s.users, cfg.Users)) {
+			delete(old, s.key)
+			next[s.key] = s
+			continue
+		}
+		start = append(start, h)
+	}
+	for _, s := range old {
+		d.retireHTTP(s)
+	}
+	var problems []error
+	for _, h := range start {
+		s, err := d.newHTTP(h, cfg, users)
+		if err == nil {
+			err = d.startOneHTTP(s)
+		}
+		if err != nil {
+			problems = append(problems, err)
+			d.log.Error("reload: service not started", "err", err)
+			continue
+		}
+		next[s.key] = s
+	}
+	d.http.running = next
+	return errors.Join(problems...)
+}
+
+func (d *Daemon) retireHTTP(s *httpService) {
+	s.svc.StopAccepting()
+	d.log.Info("http_proxy replaced or removed: draining", "http_proxy", s.cfg.Name, "live", s.svc.Active())
+	d.http.draining.Add(1)
+	go func() {
+		defer d.http.draining.Done()
+		_ = s.svc.Drain(context.Background())
+		d.log.Info("http_proxy stopped", "http_proxy", s.cfg.Name)
+	}()
+}
+
+// drainHTTP stops every proxy from accepting and waits, until ctx is done,
+// for their connections to end; wg counts it. Called on shutdown.
+func (d *Daemon) drainHTTP(ctx context.Context, wg *sync.WaitGroup) {
+	for _, s := range d.http.running {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.svc.Drain(ctx); err != nil {
+				d.log.Warn("grace period over, closing live connections", "http_proxy", s.cfg.Name, "err", err)
+			}
+		}()
+	}
+}
