@@ -138,7 +138,7 @@ func TestHTTPProxyHeaders(t *testing.T) {
 }
 
 // TestHTTPProxyKeepAlive makes 20 requests with Go's client through one
-// proxy connection.
+// proxy connection, and sluice makes them over one origin connection.
 func TestHTTPProxyKeepAlive(t *testing.T) {
 	o := startOrigin(t, false)
 	p := startHTTPProxy(t)
@@ -170,6 +170,9 @@ func TestHTTPProxyKeepAlive(t *testing.T) {
 	}
 	if n := o.requests.Load(); n != 20 {
 		t.Errorf("origin saw %d requests, want 20", n)
+	}
+	if n := o.conns.Load(); n != 1 {
+		t.Errorf("origin saw %d connections for 20 requests, want 1 (pooled)", n)
 	}
 }
 
@@ -275,5 +278,51 @@ func TestHTTPProxyAccessLog(t *testing.T) {
 		if !strings.Contains(line, want) {
 			t.Errorf("access line %q lacks %q", line, want)
 		}
+	}
+}
+
+// TestHTTPProxyStalePooledOrigin has an origin that closes a kept-alive
+// connection instead of answering its second request, as one whose idle
+// timeout struck just then would: sluice must send the request again on a
+// fresh connection, and the client must not notice.
+func TestHTTPProxyStalePooledOrigin(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n := conns.Add(1)
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for i := 0; ; i++ {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					if n == 1 && i == 1 {
+						return // the stale connection: close without answering
+					}
+					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
+				}
+			}()
+		}
+	}()
+	p := startHTTPProxy(t)
+	for i, path := range []string{"/first", "/second", "/third"} {
+		r := runCurl(t, p, "http://"+ln.Addr().String()+path)
+		if r.status != 200 || string(r.body) != path {
+			t.Fatalf("request %d: status %d body %q: %s", i, r.status, r.body, r.stderr)
+		}
+	}
+	if n := conns.Load(); n != 2 {
+		t.Errorf("origin saw %d connections, want 2 (one pooled, one after the stale one)", n)
 	}
 }

@@ -63,6 +63,10 @@ type exchange struct {
 	upEnd   upHandler
 	addrs   []netip.Addr
 	next    int
+	key     netip.AddrPort // origin address of up
+	reused  bool           // up came from the origin pool
+	head    []byte         // the whole request head, to send again on a fresh connection
+	extra   bool           // the origin sent bytes past its response
 	status  int
 	tunnel  bool
 	bytesUp uint64
@@ -462,6 +466,20 @@ func (c *conn) dialNext() {
 	ex := c.ex
 	ip := ex.addrs[ex.next]
 	ex.next++
+	ex.key = netip.AddrPortFrom(ip, uint16(ex.t.port))
+	if !ex.tunnel {
+		if fd := c.s.origins[c.loop.ID()].take(ex.key); fd >= 0 {
+			ex.reused = true
+			c.connected(fd, nil)
+			return
+		}
+	}
+	c.dial(ip)
+}
+
+// dial connects to ip at the target's port.
+func (c *conn) dial(ip netip.Addr) {
+	ex := c.ex
 	var sa sys.Sockaddr
 	if ip.Is4() {
 		sa = &sys.SockaddrInet4{Port: ex.t.port, Addr: ip.As4()}
@@ -504,7 +522,10 @@ func (c *conn) connected(fd int, err error) {
 		return
 	}
 	c.state = stExchange
-	ex.upHead = c.requestHead()
+	if ex.head == nil {
+		ex.head = c.requestHead()
+	}
+	ex.upHead = ex.head
 	ex.reqBody = newBody(ex.req.Framing, ex.req.ContentLength)
 	ex.reqDone = ex.reqBody.done
 	c.last = c.loop.Now()
@@ -741,7 +762,10 @@ func (c *conn) moveDown() (bool, error) {
 				ex.or0 += used
 				if ex.respBody.done {
 					ex.respDone = true
-					ex.or0 = ex.or1 // bytes past the response: the origin closes anyway
+					// Bytes past the response: the connection is not
+					// pooled and they are dropped with it.
+					ex.extra = ex.or1 > ex.or0
+					ex.or0 = ex.or1
 				}
 				progress = true
 				continue
@@ -818,6 +842,17 @@ func (c *conn) startResponse(resp *httpmsg.Response) {
 func (c *conn) exchangeFailed(err error) {
 	ex := c.ex
 	var ue upstreamError
+	if errors.As(err, &ue) && ex.reused && ex.resp == nil && ex.status == 0 && ex.or1 == 0 &&
+		len(ex.cHead) == 0 && ex.req.Framing == httpmsg.NoBody {
+		// A pooled connection the origin had closed meanwhile: nothing
+		// was answered and there is no body to replay, so send the
+		// request again on a fresh connection.
+		c.abortUp()
+		ex.reused = false
+		c.state = stDial
+		c.dial(ex.key.Addr())
+		return
+	}
 	c.abortUp()
 	if ex.resp == nil && ex.status == 0 && !c.cEOF {
 		if errors.As(err, &ue) {
@@ -852,6 +887,10 @@ func (c *conn) finishExchange() {
 	st.BytesUp += ex.bytesUp
 	st.BytesDown += ex.bytesDn
 	c.logAccess()
+	if ex.up >= 0 && !ex.resp.Close && ex.respBody.framing != httpmsg.UntilClose && !ex.extra {
+		c.s.origins[c.loop.ID()].put(ex.key, ex.up)
+		ex.up = -1
+	}
 	c.abortUp()
 	keep := ex.keepClient
 	c.ex = nil

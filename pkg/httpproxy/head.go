@@ -34,8 +34,8 @@ func isHopByHop(name string, extra []string) bool {
 
 // requestHead builds the head sent to the origin: origin-form target,
 // Host from the URI, hop-by-hop fields dropped, Via added, X-Forwarded-For
-// only when configured, and Connection: close (each exchange gets its own
-// origin connection).
+// only when configured. The origin connection is kept alive (HTTP/1.1's
+// default) and pooled after the exchange when the response allows.
 func (c *conn) requestHead() []byte {
 	ex := c.ex
 	req := ex.req
@@ -67,8 +67,7 @@ func (c *conn) requestHead() []byte {
 		}
 		b = appendField(b, "X-Forwarded-For", xff+c.client.String())
 	}
-	b = append(b, "Connection: close\r\n\r\n"...)
-	return b
+	return append(b, "\r\n"...)
 }
 
 // responseHead builds the head sent to the client.

@@ -118,7 +118,8 @@ type Service struct {
 	cfg     Config
 	reactor *reactor.Reactor
 	pools   []*relay.Pool
-	bufs    []bufPool // one per loop
+	bufs    []bufPool    // one per loop
+	origins []originPool // one per loop: idle keep-alive origin connections
 	log     *slog.Logger
 	warn    *ratelog.Logger
 	stats   []Stats // one per loop, owned by it
@@ -174,8 +175,10 @@ func New(ctx context.Context, r *reactor.Reactor, cfg Config) (*Service, error) 
 		stats:   make([]Stats, len(r.Loops())),
 		idle:    make(chan struct{}, 1),
 	}
-	for i := range s.bufs {
+	s.origins = make([]originPool, len(r.Loops()))
+	for i, l := range r.Loops() {
 		s.bufs[i].size = bufSize(cfg.Limits)
+		s.origins[i].loop = l
 	}
 	ln, err := endpoint.Listen(ctx, cfg.Listen)
 	if err != nil {
