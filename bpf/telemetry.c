@@ -5,9 +5,12 @@
 // only tp_btf programs need the kernel's BTF, and they read no kernel
 // struct (their arguments are plain integers in the context array).
 //
-// Three groups, loaded independently by pkg/telemetry (each has its own
+// Four groups, loaded independently by pkg/telemetry (each has its own
 // maps, so one group failing to load leaves the others working):
-//   cpu:     raw_tracepoint/sched_switch   (kernel >= 4.17, no tracefs)
+//   runtime: tp_btf/sched_switch reading the kernel's own per-thread
+//            runtime (BTF; the one program with CO-RE relocations)
+//   cpu:     raw_tracepoint/sched_switch timing switches (kernel >= 4.17,
+//            no BTF, no tracefs), where runtime cannot load
 //   sendlen: tp_btf/sock_send_length, sock_recv_length (>= 6.3, BTF)
 //   sockops: sockops on sluice's own cgroup v2 (bytes_acked,
 //            bytes_received, srtt; RTT callbacks need >= 5.3)
@@ -64,6 +67,42 @@ int sluice_sched_switch(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	}
 	bpf_map_update_elem(&thread_cpu, &tid, &delta, BPF_NOEXIST);
+	return 0;
+}
+
+// ---- runtime: the scheduler's own per-thread runtime (BTF kernels) ------
+
+// Minimal kernel types: CO-RE finds the real offsets in the kernel's BTF.
+struct sched_entity {
+	__u64 sum_exec_runtime;
+} __attribute__((preserve_access_index));
+
+struct task_struct {
+	struct sched_entity se;
+} __attribute__((preserve_access_index));
+
+// Thread id -> se.sum_exec_runtime at its last switch away: the same
+// nanoseconds /proc/PID/task/TID/stat and CLOCK_THREAD_CPUTIME_ID report.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u64);
+} thread_runtime SEC(".maps");
+
+// TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct
+// *next, ...): ctx[1] is prev, whose runtime pick_next_task has just
+// brought up to date.
+SEC("tp_btf/sched_switch")
+int sluice_sched_runtime(__u64 *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if ((__u32)(id >> 32) != target_tgid)
+		return 0;
+	struct task_struct *prev = (struct task_struct *)ctx[1];
+	__u32 tid = (__u32)id;
+	__u64 ns = prev->se.sum_exec_runtime;
+	bpf_map_update_elem(&thread_runtime, &tid, &ns, BPF_ANY);
 	return 0;
 }
 

@@ -17,6 +17,11 @@ import (
 // The program groups of bpf/telemetry.c. Each is loaded on its own, with
 // its own maps, so one that the kernel refuses leaves the others working.
 
+type runtimeObjects struct {
+	Prog          *ebpf.Program `ebpf:"sluice_sched_runtime"`
+	ThreadRuntime *ebpf.Map     `ebpf:"thread_runtime"`
+}
+
 type cpuObjects struct {
 	Prog      *ebpf.Program `ebpf:"sluice_sched_switch"`
 	ThreadCPU *ebpf.Map     `ebpf:"thread_cpu"`
@@ -36,7 +41,10 @@ type sockopsObjects struct {
 
 // bpfSource holds what was loaded; nil maps mean that group is off.
 type bpfSource struct {
+	// threadCPU holds nanoseconds per thread: absolute runtimes when
+	// runtime is set (tp_btf), else time counted since loading.
 	threadCPU   *ebpf.Map
+	runtime     bool
 	threadIO    *ebpf.Map
 	socketStats *ebpf.Map
 	closedStats *ebpf.Map
@@ -67,20 +75,22 @@ func openKernel(cfg Config, pid int) (kernelSource, []string) {
 	}
 	b := &bpfSource{}
 
-	var cpu cpuObjects
-	if err := spec.LoadAndAssign(&cpu, nil); err != nil {
-		why = append(why, fmt.Sprintf("cpu: load sched_switch: %v", err))
-	} else if l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_switch", Program: cpu.Prog}); err != nil {
-		closeAll(cpu.Prog, cpu.ThreadCPU)
-		why = append(why, fmt.Sprintf("cpu: attach sched_switch: %v", err))
+	btfReason := haveTracing()
+	if btfReason == "" {
+		if err := b.openRuntime(spec); err != nil {
+			why = append(why, "cpu: "+err.Error())
+		}
 	} else {
-		b.links = append(b.links, l)
-		b.closers = append(b.closers, cpu.Prog, cpu.ThreadCPU)
-		b.threadCPU = cpu.ThreadCPU
+		why = append(why, "cpu: "+btfReason)
+	}
+	if b.threadCPU == nil {
+		if err := b.openSwitchTimer(spec); err != nil {
+			why = append(why, "cpu: "+err.Error())
+		}
 	}
 
-	if reason := haveTracing(); reason != "" {
-		why = append(why, "bytes: "+reason)
+	if btfReason != "" {
+		why = append(why, "bytes: "+btfReason)
 	} else {
 		var sl sendlenObjects
 		if err := spec.LoadAndAssign(&sl, nil); err != nil {
@@ -121,6 +131,44 @@ func haveTracing() string {
 	return ""
 }
 
+// openRuntime loads tp_btf/sched_switch, which reads the scheduler's own
+// runtime of each thread: exact, but it needs BTF.
+func (b *bpfSource) openRuntime(spec *ebpf.CollectionSpec) error {
+	var o runtimeObjects
+	if err := spec.LoadAndAssign(&o, nil); err != nil {
+		return fmt.Errorf("load tp_btf/sched_switch: %w", err)
+	}
+	l, err := link.AttachTracing(link.TracingOptions{Program: o.Prog})
+	if err != nil {
+		closeAll(o.Prog, o.ThreadRuntime)
+		return fmt.Errorf("attach tp_btf/sched_switch: %w", err)
+	}
+	b.links = append(b.links, l)
+	b.closers = append(b.closers, o.Prog, o.ThreadRuntime)
+	b.threadCPU, b.runtime = o.ThreadRuntime, true
+	return nil
+}
+
+// openSwitchTimer loads raw_tracepoint/sched_switch, which times the
+// intervals between context switches: no BTF needed, but it counts wall
+// time on the CPU (hypervisor steal time included), a few percent more
+// than the scheduler's own runtime for threads that switch very often.
+func (b *bpfSource) openSwitchTimer(spec *ebpf.CollectionSpec) error {
+	var o cpuObjects
+	if err := spec.LoadAndAssign(&o, nil); err != nil {
+		return fmt.Errorf("load raw_tracepoint/sched_switch: %w", err)
+	}
+	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_switch", Program: o.Prog})
+	if err != nil {
+		closeAll(o.Prog, o.ThreadCPU)
+		return fmt.Errorf("attach raw_tracepoint/sched_switch: %w", err)
+	}
+	b.links = append(b.links, l)
+	b.closers = append(b.closers, o.Prog, o.ThreadCPU)
+	b.threadCPU = o.ThreadCPU
+	return nil
+}
+
 func (b *bpfSource) openSockops(spec *ebpf.CollectionSpec, cfg Config, pid int) error {
 	var so sockopsObjects
 	if err := spec.LoadAndAssign(&so, nil); err != nil {
@@ -144,7 +192,10 @@ func (b *bpfSource) openSockops(spec *ebpf.CollectionSpec, cfg Config, pid int) 
 }
 
 func (b *bpfSource) source(s *Source) {
-	if b.threadCPU != nil {
+	switch {
+	case b.runtime:
+		s.CPU = CPUSchedRuntime
+	case b.threadCPU != nil:
 		s.CPU = CPUSchedSwitch
 	}
 	if b.socketStats != nil {
@@ -165,7 +216,9 @@ func (b *bpfSource) threads(ts []Thread) error {
 			err := b.threadCPU.Lookup(tid, &ns)
 			switch {
 			case errors.Is(err, ebpf.ErrKeyNotExist):
-				ts[i].CPUTotal = 0 // not yet switched out since telemetry started
+				if !b.runtime {
+					ts[i].CPUTotal = 0 // not switched out since loading
+				} // else keep /proc's runtime until the first switch
 			case err != nil:
 				return fmt.Errorf("read cpu of thread %d: %w", tid, err)
 			default:

@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestParseStatCPU(t *testing.T) {
@@ -36,8 +38,9 @@ func TestParseStatCPU(t *testing.T) {
 	}
 }
 
-// spin burns CPU on a locked OS thread for d and returns its TID once the
-// thread is asleep again.
+// spin burns d of CPU time (or 20 s of wall time on a very busy machine)
+// on a locked OS thread, and returns its TID and a channel closed once the
+// thread is done and about to sleep.
 func spin(t *testing.T, d time.Duration, start <-chan struct{}) (tid int, done <-chan struct{}) {
 	t.Helper()
 	tids := make(chan int)
@@ -45,17 +48,14 @@ func spin(t *testing.T, d time.Duration, start <-chan struct{}) (tid int, done <
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	go func() {
+		// Never unlocked: the thread exits with the goroutine, so no other
+		// test inherits its CPU time.
 		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
 		tids <- syscall.Gettid()
 		<-start
-		var x uint64
-		for end := time.Now().Add(d); time.Now().Before(end); {
-			for i := range 100000 {
-				x += uint64(i) * x
-			}
+		from := threadCPU()
+		for end := time.Now().Add(20 * time.Second); threadCPU()-from < d && time.Now().Before(end); {
 		}
-		_ = x
 		close(fin)
 		<-release // stay on this thread, asleep, until the test ends
 	}()
@@ -128,4 +128,13 @@ func TestOpenReportsSource(t *testing.T) {
 	if _, err := tel.Sample(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// threadCPU returns the calling thread's CPU time.
+func threadCPU() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
 }

@@ -7,8 +7,9 @@
 //   - bytes: tp_btf/sock_send_length per thread (kernel >= 6.3 with BTF),
 //     else a sockops program on sluice's own cgroup v2 (bytes acknowledged
 //     per TCP socket), else the relays' own counters ([Config.RelayBytes]);
-//   - CPU: raw_tracepoint/sched_switch per thread (no BTF, no tracefs),
-//     else /proc/self/task/*/stat;
+//   - CPU: tp_btf/sched_switch reading each thread's scheduler runtime
+//     (BTF), else raw_tracepoint/sched_switch timing context switches (no
+//     BTF, no tracefs), else /proc/self/task/*/stat;
 //   - RTT: the sockops program's smoothed RTT per TCP socket, else none.
 //
 // The eBPF programs are in bpf/telemetry.c, built from UAPI headers without
@@ -37,6 +38,7 @@ const (
 	BytesSendLength = "tp_btf/sock_send_length"
 	BytesSockops    = "sockops"
 	BytesRelay      = "relay counters"
+	CPUSchedRuntime = "tp_btf/sched_switch"
 	CPUSchedSwitch  = "raw_tracepoint/sched_switch"
 	CPUProc         = "/proc/self/task"
 	RTTSockops      = "sockops"
@@ -63,7 +65,7 @@ type Config struct {
 // not used where it was not.
 type Source struct {
 	Bytes string // BytesSendLength, BytesSockops or BytesRelay
-	CPU   string // CPUSchedSwitch or CPUProc
+	CPU   string // CPUSchedRuntime, CPUSchedSwitch or CPUProc
 	RTT   string // RTTSockops or RTTNone
 	// Fallbacks lists why eBPF programs were not loaded, one reason each.
 	Fallbacks []string
@@ -91,10 +93,11 @@ func (s Source) String() string {
 // Thread is one thread of the sluice process.
 type Thread struct {
 	TID int
-	// CPU is the on-CPU time during the interval; CPUTotal since the
-	// source started counting. With sched_switch, time is counted when the
-	// thread leaves the CPU, so a thread running right now has its current
-	// slice counted at the next switch.
+	// CPU is the on-CPU time during the interval; CPUTotal is the
+	// source's running total (since the thread started for CPUProc and
+	// CPUSchedRuntime, since loading for CPUSchedSwitch). The eBPF sources
+	// update a thread when it leaves the CPU, so a thread running right now
+	// has its current slice counted at its next switch.
 	CPU, CPUTotal time.Duration
 	// Sent is the bytes the thread's socket sends returned during the
 	// interval, SentTotal since the start; both zero unless the byte
@@ -167,8 +170,8 @@ type Telemetry struct {
 	baseBytes uint64 // relay counter at Open, so totals start at zero
 	// exitedBytes is what threads that have exited had sent.
 	exitedBytes uint64
-	threads   map[int]Thread
-	socks     map[uint64]Socket
+	threads     map[int]Thread
+	socks       map[uint64]Socket
 }
 
 // Open probes the kernel, loads the eBPF programs that work and returns a

@@ -31,16 +31,18 @@ type telemetryThreadBytes struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	telemetryMapClosedStats        = "closed_stats"
-	telemetryMapSocketStats        = "socket_stats"
-	telemetryMapSwitchStart        = "switch_start"
-	telemetryMapThreadCpu          = "thread_cpu"
-	telemetryMapThreadIo           = "thread_io"
-	telemetryProgSluiceRecvLength  = "sluice_recv_length"
-	telemetryProgSluiceSchedSwitch = "sluice_sched_switch"
-	telemetryProgSluiceSendLength  = "sluice_send_length"
-	telemetryProgSluiceSockops     = "sluice_sockops"
-	telemetryVarTargetTgid         = "target_tgid"
+	telemetryMapClosedStats         = "closed_stats"
+	telemetryMapSocketStats         = "socket_stats"
+	telemetryMapSwitchStart         = "switch_start"
+	telemetryMapThreadCpu           = "thread_cpu"
+	telemetryMapThreadIo            = "thread_io"
+	telemetryMapThreadRuntime       = "thread_runtime"
+	telemetryProgSluiceRecvLength   = "sluice_recv_length"
+	telemetryProgSluiceSchedRuntime = "sluice_sched_runtime"
+	telemetryProgSluiceSchedSwitch  = "sluice_sched_switch"
+	telemetryProgSluiceSendLength   = "sluice_send_length"
+	telemetryProgSluiceSockops      = "sluice_sockops"
+	telemetryVarTargetTgid          = "target_tgid"
 )
 
 // loadTelemetry returns the embedded CollectionSpec for telemetry.
@@ -85,21 +87,23 @@ type telemetrySpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type telemetryProgramSpecs struct {
-	SluiceRecvLength  *ebpf.ProgramSpec `ebpf:"sluice_recv_length"`
-	SluiceSchedSwitch *ebpf.ProgramSpec `ebpf:"sluice_sched_switch"`
-	SluiceSendLength  *ebpf.ProgramSpec `ebpf:"sluice_send_length"`
-	SluiceSockops     *ebpf.ProgramSpec `ebpf:"sluice_sockops"`
+	SluiceRecvLength   *ebpf.ProgramSpec `ebpf:"sluice_recv_length"`
+	SluiceSchedRuntime *ebpf.ProgramSpec `ebpf:"sluice_sched_runtime"`
+	SluiceSchedSwitch  *ebpf.ProgramSpec `ebpf:"sluice_sched_switch"`
+	SluiceSendLength   *ebpf.ProgramSpec `ebpf:"sluice_send_length"`
+	SluiceSockops      *ebpf.ProgramSpec `ebpf:"sluice_sockops"`
 }
 
 // telemetryMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type telemetryMapSpecs struct {
-	ClosedStats *ebpf.MapSpec `ebpf:"closed_stats"`
-	SocketStats *ebpf.MapSpec `ebpf:"socket_stats"`
-	SwitchStart *ebpf.MapSpec `ebpf:"switch_start"`
-	ThreadCpu   *ebpf.MapSpec `ebpf:"thread_cpu"`
-	ThreadIo    *ebpf.MapSpec `ebpf:"thread_io"`
+	ClosedStats   *ebpf.MapSpec `ebpf:"closed_stats"`
+	SocketStats   *ebpf.MapSpec `ebpf:"socket_stats"`
+	SwitchStart   *ebpf.MapSpec `ebpf:"switch_start"`
+	ThreadCpu     *ebpf.MapSpec `ebpf:"thread_cpu"`
+	ThreadIo      *ebpf.MapSpec `ebpf:"thread_io"`
+	ThreadRuntime *ebpf.MapSpec `ebpf:"thread_runtime"`
 }
 
 // telemetryVariableSpecs contains global variables before they are loaded into the kernel.
@@ -129,11 +133,12 @@ func (o *telemetryObjects) Close() error {
 //
 // It can be passed to loadTelemetryObjects or ebpf.CollectionSpec.LoadAndAssign.
 type telemetryMaps struct {
-	ClosedStats *ebpf.Map `ebpf:"closed_stats"`
-	SocketStats *ebpf.Map `ebpf:"socket_stats"`
-	SwitchStart *ebpf.Map `ebpf:"switch_start"`
-	ThreadCpu   *ebpf.Map `ebpf:"thread_cpu"`
-	ThreadIo    *ebpf.Map `ebpf:"thread_io"`
+	ClosedStats   *ebpf.Map `ebpf:"closed_stats"`
+	SocketStats   *ebpf.Map `ebpf:"socket_stats"`
+	SwitchStart   *ebpf.Map `ebpf:"switch_start"`
+	ThreadCpu     *ebpf.Map `ebpf:"thread_cpu"`
+	ThreadIo      *ebpf.Map `ebpf:"thread_io"`
+	ThreadRuntime *ebpf.Map `ebpf:"thread_runtime"`
 }
 
 func (m *telemetryMaps) Close() error {
@@ -143,6 +148,7 @@ func (m *telemetryMaps) Close() error {
 		m.SwitchStart,
 		m.ThreadCpu,
 		m.ThreadIo,
+		m.ThreadRuntime,
 	)
 }
 
@@ -157,15 +163,17 @@ type telemetryVariables struct {
 //
 // It can be passed to loadTelemetryObjects or ebpf.CollectionSpec.LoadAndAssign.
 type telemetryPrograms struct {
-	SluiceRecvLength  *ebpf.Program `ebpf:"sluice_recv_length"`
-	SluiceSchedSwitch *ebpf.Program `ebpf:"sluice_sched_switch"`
-	SluiceSendLength  *ebpf.Program `ebpf:"sluice_send_length"`
-	SluiceSockops     *ebpf.Program `ebpf:"sluice_sockops"`
+	SluiceRecvLength   *ebpf.Program `ebpf:"sluice_recv_length"`
+	SluiceSchedRuntime *ebpf.Program `ebpf:"sluice_sched_runtime"`
+	SluiceSchedSwitch  *ebpf.Program `ebpf:"sluice_sched_switch"`
+	SluiceSendLength   *ebpf.Program `ebpf:"sluice_send_length"`
+	SluiceSockops      *ebpf.Program `ebpf:"sluice_sockops"`
 }
 
 func (p *telemetryPrograms) Close() error {
 	return _TelemetryClose(
 		p.SluiceRecvLength,
+		p.SluiceSchedRuntime,
 		p.SluiceSchedSwitch,
 		p.SluiceSendLength,
 		p.SluiceSockops,
