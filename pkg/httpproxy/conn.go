@@ -81,6 +81,7 @@ type exchange struct {
 	out                []byte
 	ow0, ow1, or0, or1 int
 	cHead              []byte // response head not yet written to the client
+	headBuf, cHeadBuf  []byte // borrowed buffers head and cHead are built in
 	resp               *httpmsg.Response
 	respBody           body
 	respDone, reqDone  bool
@@ -523,7 +524,8 @@ func (c *conn) connected(fd int, err error) {
 	}
 	c.state = stExchange
 	if ex.head == nil {
-		ex.head = c.requestHead()
+		ex.headBuf = c.bufs().get()
+		ex.head = c.requestHead(ex.headBuf[:0])
 	}
 	ex.upHead = ex.head
 	ex.reqBody = newBody(ex.req.Framing, ex.req.ContentLength)
@@ -567,6 +569,8 @@ func (c *conn) runTunnel() {
 	}
 	c.putIn()
 	c.loop.Cancel(&c.timer)
+	ex.req.Header = nil // an idle tunnel keeps only what its log line needs
+	ex.addrs = nil
 	c.state = stClosed // the relay owns both fds from here
 	c.s.stats[c.loop.ID()].Tunnels++
 	relay.Start(c.loop, c.s.pools[c.loop.ID()], c.fd, ex.up, relay.Options{
@@ -818,7 +822,7 @@ func (c *conn) startResponse(resp *httpmsg.Response) {
 			return
 		}
 		if ex.req.Version == 1 {
-			ex.cHead = append(ex.cHead, interimHead(resp)...)
+			ex.cHead = interimHead(c.cHeadSpace(), resp)
 		}
 		return
 	}
@@ -834,7 +838,7 @@ func (c *conn) startResponse(resp *httpmsg.Response) {
 		// connection cannot be reused safely.
 		ex.keepClient = false
 	}
-	ex.cHead = append(ex.cHead, c.responseHead(resp, dechunk)...)
+	ex.cHead = c.responseHead(c.cHeadSpace(), resp, dechunk)
 }
 
 // exchangeFailed ends an exchange on an error: the client gets a response
@@ -847,7 +851,10 @@ func (c *conn) exchangeFailed(err error) {
 		// A pooled connection the origin had closed meanwhile: nothing
 		// was answered and there is no body to replay, so send the
 		// request again on a fresh connection.
+		head, headBuf := ex.head, ex.headBuf
+		ex.headBuf = nil // kept for the new connection
 		c.abortUp()
+		ex.head, ex.headBuf = head, headBuf
 		ex.reused = false
 		c.state = stDial
 		c.dial(ex.key.Addr())
@@ -868,15 +875,37 @@ func (c *conn) exchangeFailed(err error) {
 	c.close(true)
 }
 
+// cHeadSpace returns what is left of the client head to append to, in a
+// borrowed buffer.
+func (c *conn) cHeadSpace() []byte {
+	ex := c.ex
+	if len(ex.cHead) > 0 {
+		return ex.cHead
+	}
+	if ex.cHeadBuf == nil {
+		ex.cHeadBuf = c.bufs().get()
+	}
+	return ex.cHeadBuf[:0]
+}
+
+// abortUp closes the origin connection, if any, and gives back what the
+// exchange borrowed.
 func (c *conn) abortUp() {
 	if ex := c.ex; ex != nil && ex.up >= 0 {
 		c.loop.Close(ex.up)
 		ex.up = -1
 	}
-	if ex := c.ex; ex != nil && ex.out != nil {
-		c.bufs().put(ex.out)
-		ex.out = nil
+	ex := c.ex
+	if ex == nil {
+		return
 	}
+	for _, b := range []*[]byte{&ex.out, &ex.headBuf, &ex.cHeadBuf} {
+		if *b != nil {
+			c.bufs().put(*b)
+			*b = nil
+		}
+	}
+	ex.head, ex.upHead, ex.cHead = nil, nil, nil
 }
 
 // finishExchange ends a complete exchange and waits for the next request

@@ -34,12 +34,11 @@ func isHopByHop(name string, extra []string) bool {
 
 // requestHead builds the head sent to the origin: origin-form target,
 // Host from the URI, hop-by-hop fields dropped, Via added, X-Forwarded-For
-// only when configured. The origin connection is kept alive (HTTP/1.1's
+// only when configured. It is appended to b. The origin connection is kept alive (HTTP/1.1's
 // default) and pooled after the exchange when the response allows.
-func (c *conn) requestHead() []byte {
+func (c *conn) requestHead(b []byte) []byte {
 	ex := c.ex
 	req := ex.req
-	b := make([]byte, 0, 512)
 	b = append(b, req.Method...)
 	b = append(b, ' ')
 	b = append(b, ex.t.path...)
@@ -70,9 +69,8 @@ func (c *conn) requestHead() []byte {
 	return append(b, "\r\n"...)
 }
 
-// responseHead builds the head sent to the client.
-func (c *conn) responseHead(resp *httpmsg.Response, dechunk bool) []byte {
-	b := make([]byte, 0, 512)
+// responseHead appends the head sent to the client to b.
+func (c *conn) responseHead(b []byte, resp *httpmsg.Response, dechunk bool) []byte {
 	b = append(b, "HTTP/1.1 "...)
 	b = strconv.AppendInt(b, int64(resp.Status), 10)
 	b = append(b, ' ')
@@ -92,9 +90,8 @@ func (c *conn) responseHead(resp *httpmsg.Response, dechunk bool) []byte {
 	return append(b, "\r\n"...)
 }
 
-// interimHead passes a 1xx response on to the client.
-func interimHead(resp *httpmsg.Response) []byte {
-	b := make([]byte, 0, 64)
+// interimHead appends a 1xx response for the client to b.
+func interimHead(b []byte, resp *httpmsg.Response) []byte {
 	b = append(b, "HTTP/1.1 "...)
 	b = strconv.AppendInt(b, int64(resp.Status), 10)
 	b = append(b, ' ')
