@@ -23,7 +23,10 @@ func (a Addr) NeedsLookup() bool {
 // Sockaddrs returns the kernel addresses a stands for, in the order to try
 // them. listen chooses the meaning of an empty host: every address when
 // listening, loopback when connecting. When a names a host, the lookup
-// blocks: call it from the blocking pool, or at start-up.
+// blocks: call it from the blocking pool, or at start-up. A vsock address
+// needs no lookup; it fails with an error wrapping sys.ErrVsockUnsupported
+// when the kernel has no AF_VSOCK, and when vsock:any is used to connect,
+// so calling it at config check reports both.
 func (a Addr) Sockaddrs(ctx context.Context, listen bool) ([]sys.Sockaddr, error) {
 	switch a.Network {
 	case Unix:
