@@ -38,6 +38,11 @@ Rules (--rule, repeatable, first match wins, default allow):
   deny host .ads.example,*.tracker.*        host: exact, .suffix or * pattern
   deny user guest port 25                   user, port (N, LO-HI or *)
 
+With --transparent, connections that nftables redirected to LISTEN
+(REDIRECT) are served too: a request in origin form goes to the address
+and port the client connected to (SO_ORIGINAL_DST), never to where its
+Host field points.
+
 Examples:
   sluice http-proxy :3128
   sluice http-proxy --users /etc/sluice.htpasswd --rule 'deny dest 192.168.0.0/16' :3128
@@ -54,6 +59,7 @@ type httpProxyFlags struct {
 	maxConns       int
 	grace          time.Duration
 	forwardedFor   bool
+	transparent    bool
 	accessLog      bool
 	usersFile      string
 	logLevel       string
@@ -76,6 +82,7 @@ func newHTTPProxyFlags(f *httpProxyFlags, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&f.maxConns, "max-conns", 0, "live client connections at most (0: no limit)")
 	fs.DurationVar(&f.grace, "grace", 10*time.Second, "on SIGINT/SIGTERM, wait this long for live connections")
 	fs.BoolVar(&f.forwardedFor, "forwarded-for", false, "add X-Forwarded-For with the client address")
+	fs.BoolVar(&f.transparent, "transparent", false, "also serve connections redirected here by nftables/iptables (REDIRECT): origin-form requests go to their original destination")
 	fs.BoolVar(&f.accessLog, "access-log", false, "log one line per request (client, user, method, URL, status, bytes, duration)")
 	fs.StringVar(&f.usersFile, "users", "", "require Basic proxy authentication; `FILE` has NAME:BCRYPT-HASH lines (htpasswd -B)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -183,6 +190,7 @@ func runHTTPProxy(args []string, stderr io.Writer) error {
 		ReadTimeout:    f.readTimeout,
 		MaxConns:       f.maxConns,
 		ForwardedFor:   f.forwardedFor,
+		Transparent:    f.transparent,
 		Users:          users,
 		ACL:            list,
 		Pools:          relay.PoolSet(relay.PoolConfig{}, f.loops),

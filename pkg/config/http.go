@@ -24,6 +24,8 @@ type HTTPProxy struct {
 	MaxConns int
 	// ForwardedFor adds X-Forwarded-For; off by default.
 	ForwardedFor bool
+	// Transparent serves connections redirected by nftables (REDIRECT).
+	Transparent bool
 	// Auth requires every client to be a user (credentials or address).
 	Auth bool
 	// ACL is the rule list: rules in order, the default action, CONNECT
@@ -76,6 +78,7 @@ var httpSchema = map[string]spec[*httpTarget]{
 	}},
 	"forwarded_for": {set: func(t *httpTarget, v string) (err error) { t.h.ForwardedFor, err = parseBool(v); return err }},
 	"auth":          {set: func(t *httpTarget, v string) (err error) { t.h.Auth, err = parseBool(v); return err }},
+	"transparent":   {set: func(t *httpTarget, v string) (err error) { t.h.Transparent, err = parseBool(v); return err }},
 	"access_log":    {set: func(t *httpTarget, v string) (err error) { t.h.AccessLog, err = parseBool(v); return err }},
 	"rule": {list: true, set: func(t *httpTarget, v string) error {
 		r, err := acl.ParseRule(v)

@@ -53,6 +53,7 @@ func (d *Daemon) newHTTP(h config.HTTPProxy, cfg *config.Config, users *auth.Use
 		ReadTimeout:    h.ReadTimeout,
 		MaxConns:       h.MaxConns,
 		ForwardedFor:   h.ForwardedFor,
+		Transparent:    h.Transparent,
 		ACL:            &list,
 		Pools:          d.pools,
 		Log:            d.log,

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/sluice-proxy/sluice/pkg/acl"
@@ -37,6 +38,7 @@ type conn struct {
 	loop   *reactor.Loop
 	fd     int
 	client netip.Addr
+	orig   netip.AddrPort // original destination of a redirected connection
 	state  state
 	timer  reactor.Timer
 	last   time.Duration // loop clock at the last activity of an exchange
@@ -165,6 +167,11 @@ func (s *Service) accept(l *reactor.Loop, fd int) {
 	if sa, err := sys.PeerAddr(fd); err == nil {
 		c.client = sockaddrIP(sa)
 	}
+	if s.cfg.Transparent {
+		if sa, err := sys.OriginalDst(fd); err == nil {
+			c.orig = sockaddrAddrPort(sa)
+		}
+	}
 	c.timer.Func = c.expire
 	if err := l.Register(fd, endpoint.ConnEvents, c); err != nil {
 		l.Close(fd)
@@ -175,6 +182,16 @@ func (s *Service) accept(l *reactor.Loop, fd int) {
 	c.headStart = l.Now()
 	l.Schedule(&c.timer, s.cfg.HeaderTimeout)
 	c.pump()
+}
+
+func sockaddrAddrPort(sa sys.Sockaddr) netip.AddrPort {
+	switch a := sa.(type) {
+	case *sys.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *sys.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port))
+	}
+	return netip.AddrPort{}
 }
 
 func sockaddrIP(sa sys.Sockaddr) netip.Addr {
@@ -318,10 +335,19 @@ func (c *conn) startRequest(req *httpmsg.Request) {
 	c.headStart = 0
 	c.loop.Cancel(&c.timer)
 	var err error
-	if req.Method == "CONNECT" {
+	switch {
+	case req.Method == "CONNECT":
 		ex.tunnel = true
 		ex.t, err = parseAuthority(req.Target, 0)
-	} else {
+	case c.orig.IsValid() && strings.HasPrefix(req.Target, "/"):
+		ex.t, err = c.transparentTarget(req)
+		if err != nil {
+			c.fail(400, err.Error())
+			return
+		}
+		c.authenticate()
+		return
+	default:
 		ex.t, err = parseAbsolute(req.Target)
 	}
 	if err != nil {
@@ -337,6 +363,23 @@ func (c *conn) startRequest(req *httpmsg.Request) {
 		}
 	}
 	c.authenticate()
+}
+
+// transparentTarget is the target of an origin-form request on a
+// redirected connection: the host named by Host (for rules, logs and the
+// forwarded head), the port and address of the original destination.
+func (c *conn) transparentTarget(req *httpmsg.Request) (target, error) {
+	h, ok := req.Header.Get("Host")
+	if !ok || h == "" {
+		return target{}, errors.New("request without Host on a redirected connection")
+	}
+	t, err := parseAuthority(h, int(c.orig.Port()))
+	if err != nil {
+		return target{}, err
+	}
+	t.port = int(c.orig.Port())
+	t.path = req.Target
+	return t, nil
 }
 
 // authenticate finds the user (credentials, or the client's address) and
@@ -402,6 +445,11 @@ func (c *conn) resolve() {
 	ex := c.ex
 	host, ip := acl.CanonicalHost(ex.t.host)
 	ex.t.host = host
+	if c.orig.IsValid() && !ex.tunnel && strings.HasPrefix(ex.req.Target, "/") {
+		// Redirected: the connection's own destination, never a lookup
+		// of what Host says.
+		ip = c.orig.Addr()
+	}
 	if d, ok := c.s.cfg.ACL.CheckHost(acl.Request{
 		Client: c.client, User: ex.user, Method: ex.req.Method, Host: host, Port: ex.t.port,
 	}); ok && d.Action == acl.Deny && !ip.IsValid() {

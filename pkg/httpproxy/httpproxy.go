@@ -72,6 +72,13 @@ type Config struct {
 	// MaxConns bounds live client connections; further ones are closed at
 	// once. If zero, no bound.
 	MaxConns int
+	// Transparent accepts connections that nftables or iptables
+	// redirected to the listener (REDIRECT or DNAT): a request in origin
+	// form ("GET /path") goes to the connection's original destination
+	// (SO_ORIGINAL_DST), whatever its Host field says; Host names the
+	// origin only for host rules, logs and the forwarded head.
+	// Absolute-form requests and CONNECT work as usual.
+	Transparent bool
 	// ForwardedFor adds X-Forwarded-For with the client address. Off by
 	// default: the client stays hidden from origins.
 	ForwardedFor bool
