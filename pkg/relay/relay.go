@@ -61,6 +61,9 @@ type end struct {
 	r        *Relay
 	fd       int
 	readable bool
+	// hangup: the peer's FIN or an error was reported, so a short read
+	// does not prove the socket drained: read on until 0 or EAGAIN.
+	hangup   bool
 	writable bool
 }
 
@@ -116,6 +119,9 @@ func (r *Relay) Abort() { r.finish(ErrAborted) }
 func (e *end) HandleEvent(ev uint32) {
 	if ev&(sys.EventIn|sys.EventRdHup|sys.EventHup|sys.EventErr) != 0 {
 		e.readable = true
+	}
+	if ev&(sys.EventRdHup|sys.EventHup|sys.EventErr) != 0 {
+		e.hangup = true
 	}
 	if ev&(sys.EventOut|sys.EventHup|sys.EventErr) != 0 {
 		e.writable = true
@@ -185,10 +191,15 @@ func (r *Relay) move(f *flow, src, dst *end) (bool, error) {
 		if round == roundsPerTurn {
 			return true, nil
 		}
-		n, err := r.fill(f, src.fd)
+		n, drained, err := r.fill(f, src)
 		switch {
 		case err == nil && n == 0:
 			f.eof = true
+		case drained:
+			// A short read from a stream socket emptied its queue: the next
+			// bytes bring a new edge, so skip the read that would only
+			// answer EAGAIN.
+			src.readable = false
 		case sys.IsAgain(err):
 			src.readable = false
 			return false, nil
@@ -203,34 +214,36 @@ func (f *flow) pending() bool { return f.inPipe > 0 || f.off < f.n }
 // fill reads one chunk from src into a borrowed pipe when the flow is bulk,
 // or else (or when no pipe can be had) into a buffer. It is called only when
 // the flow holds nothing, so EAGAIN always means the socket is drained and 0
-// always means end of file.
-func (r *Relay) fill(f *flow, src int) (int, error) {
+// always means end of file. drained reports a short read that emptied the
+// socket (a splice can stop short for lack of pipe slots, so only reads
+// tell).
+func (r *Relay) fill(f *flow, src *end) (n int, drained bool, err error) {
 	if f.bulk && !r.copyOnly {
 		if p, ok := r.pool.getPipe(); ok {
-			n, err := sys.Splice(src, p.w, r.pool.pipeSize)
+			n, err := sys.Splice(src.fd, p.w, r.pool.pipeSize)
 			if n > 0 {
 				f.pipe, f.inPipe = p, n
 				if n < smallSplice {
 					f.bulk = false
 				}
-				return n, nil
+				return n, false, nil
 			}
 			r.pool.putPipe(p)
 			if err == nil || !sys.IsSpliceUnsupported(err) {
-				return 0, err
+				return 0, false, err
 			}
 			r.copyOnly = true
 		}
 	}
 	buf := r.pool.getBuf()
-	n, err := sys.Read(src, buf)
+	n, err = sys.Read(src.fd, buf)
 	if n > 0 {
 		f.buf, f.off, f.n = buf, 0, n
 		f.bulk = n == len(buf)
-		return n, nil
+		return n, n < len(buf) && !src.hangup, nil
 	}
 	r.pool.putBuf(buf)
-	return 0, err
+	return 0, false, err
 }
 
 // flush writes some of the flow's bytes to dst. Bytes in a buffer go before
