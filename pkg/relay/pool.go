@@ -70,13 +70,25 @@ type Pool struct {
 	bufSize  int
 	pipes    []pipe
 	bufs     [][]byte
-	spliced  uint64 // bytes delivered through pipes
-	copied   uint64 // bytes delivered through buffers
+	sockBuf  int    // SO_RCVBUF/SO_SNDBUF for bulk flows; 0 = kernel autotuning
+	epoch    uint32 // interval number, for counting flows once per interval
+	counts   Counters
+}
+
+// Counters are what the relays of one pool did. Bulk bytes went through
+// pipes, the rest through buffers (see Relay's splice-auto); a chunk is one
+// read or splice that returned bytes; a flow is one direction of one relay
+// that filled at least one chunk since the interval began.
+type Counters struct {
+	SplicedBytes, CopiedBytes   uint64
+	SplicedChunks, CopiedChunks uint64
+	SplicedFlows, CopiedFlows   int
 }
 
 // NewPool returns a loop's pool drawing pipes from budget (nil: no pipes).
 func NewPool(cfg PoolConfig, budget *Budget) *Pool {
-	p := &Pool{budget: budget, pipeSize: cfg.PipeSize, bufSize: cfg.BufSize}
+	// epoch starts at 1 so that a new flow (epoch 0) is counted.
+	p := &Pool{budget: budget, pipeSize: cfg.PipeSize, bufSize: cfg.BufSize, epoch: 1}
 	if p.pipeSize <= 0 {
 		p.pipeSize = DefaultPipeSize
 	}
@@ -170,9 +182,22 @@ func (p *Pool) SetBufSize(n int) {
 // BufSize returns the size of copy-path buffers.
 func (p *Pool) BufSize() int { return p.bufSize }
 
-// Moved returns the bytes relays on this pool's loop delivered through
-// pipes and through buffers. Call it on the pool's loop.
-func (p *Pool) Moved() (spliced, copied uint64) { return p.spliced, p.copied }
+// SetSockBuf sets SO_RCVBUF on the source and SO_SNDBUF on the
+// destination of every flow that turns bulk from now on; 0 leaves sockets
+// to the kernel's autotuning (setting a buffer turns that off for the
+// socket for good). Call it on the pool's loop.
+func (p *Pool) SetSockBuf(n int) { p.sockBuf = max(n, 0) }
+
+// Counters returns the pool's running totals and the flows counted since
+// the interval began. Call it on the pool's loop.
+func (p *Pool) Counters() Counters { return p.counts }
+
+// NextInterval starts a new interval for flow counting: flows are counted
+// again when they next move bytes. Call it on the pool's loop.
+func (p *Pool) NextInterval() {
+	p.epoch++
+	p.counts.SplicedFlows, p.counts.CopiedFlows = 0, 0
+}
 
 func (p *Pool) getBuf() []byte {
 	if n := len(p.bufs); n > 0 {

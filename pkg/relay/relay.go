@@ -76,7 +76,11 @@ type flow struct {
 	eof    bool // the source sent FIN
 	shut   bool // FIN passed on to the destination
 	bulk   bool // reads fill whole buffers: splice instead of copying
-	bytes  uint64
+	tuned  bool // socket buffers set for bulk (Pool.SetSockBuf)
+	// spliceEpoch and copyEpoch are the pool intervals in which this
+	// direction was last counted as a flow of each kind.
+	spliceEpoch, copyEpoch uint32
+	bytes                  uint64
 }
 
 // smallSplice is the chunk below which a splicing direction goes back to
@@ -195,6 +199,14 @@ func (r *Relay) move(f *flow, src, dst *end) (bool, error) {
 		switch {
 		case err == nil && n == 0:
 			f.eof = true
+		case err == nil && f.bulk && !f.tuned && r.pool.sockBuf > 0:
+			// Turned bulk: give its sockets the tuner's buffer size.
+			f.tuned = true
+			sys.SetRecvBuffer(src.fd, r.pool.sockBuf)
+			sys.SetSendBuffer(dst.fd, r.pool.sockBuf)
+			if drained {
+				src.readable = false
+			}
 		case drained:
 			// A short read from a stream socket emptied its queue: the next
 			// bytes bring a new edge, so skip the read that would only
@@ -226,6 +238,12 @@ func (r *Relay) fill(f *flow, src *end) (n int, drained bool, err error) {
 				if n < smallSplice {
 					f.bulk = false
 				}
+				c := &r.pool.counts
+				c.SplicedChunks++
+				if f.spliceEpoch != r.pool.epoch {
+					f.spliceEpoch = r.pool.epoch
+					c.SplicedFlows++
+				}
 				return n, false, nil
 			}
 			r.pool.putPipe(p)
@@ -240,6 +258,12 @@ func (r *Relay) fill(f *flow, src *end) (n int, drained bool, err error) {
 	if n > 0 {
 		f.buf, f.off, f.n = buf, 0, n
 		f.bulk = n == len(buf)
+		c := &r.pool.counts
+		c.CopiedChunks++
+		if f.copyEpoch != r.pool.epoch {
+			f.copyEpoch = r.pool.epoch
+			c.CopiedFlows++
+		}
 		return n, n < len(buf) && !src.hangup, nil
 	}
 	r.pool.putBuf(buf)
@@ -255,7 +279,7 @@ func (r *Relay) flush(f *flow, dst int) error {
 		if n > 0 {
 			f.inPipe -= n
 			f.bytes += uint64(n)
-			r.pool.spliced += uint64(n)
+			r.pool.counts.SplicedBytes += uint64(n)
 			if f.inPipe == 0 {
 				r.pool.putPipe(f.pipe)
 			}
@@ -288,7 +312,7 @@ func (r *Relay) flush(f *flow, dst int) error {
 	n, err := sys.Write(dst, f.buf[f.off:f.n])
 	f.off += n
 	f.bytes += uint64(n)
-	r.pool.copied += uint64(n)
+	r.pool.counts.CopiedBytes += uint64(n)
 	if f.off == f.n {
 		r.pool.putBuf(f.buf)
 		f.buf, f.off, f.n = nil, 0, 0

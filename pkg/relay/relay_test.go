@@ -298,10 +298,11 @@ func TestRelayIdleTimeout(t *testing.T) {
 func TestPoolKnobs(t *testing.T) {
 	h := newHarness(t, relay.PoolConfig{})
 	const size = 4 << 20
-	for _, knobs := range []struct{ pipe, buf int }{{16 << 10, 4 << 10}, {1 << 20, 64 << 10}, {64 << 10, 1 << 10}} {
+	for _, knobs := range []struct{ pipe, buf, sock int }{{16 << 10, 4 << 10, 0}, {1 << 20, 64 << 10, 256 << 10}, {64 << 10, 1 << 10, 0}} {
 		h.loop.Post(func() {
 			h.pool.SetPipeSize(knobs.pipe)
 			h.pool.SetBufSize(knobs.buf)
+			h.pool.SetSockBuf(knobs.sock)
 		})
 		a, b := h.start(relay.Options{})
 		exchange(t, a, b, size, false)
@@ -310,11 +311,21 @@ func TestPoolKnobs(t *testing.T) {
 		}
 	}
 	got := make(chan [4]uint64)
+	counts := make(chan [2]relay.Counters)
 	h.loop.Post(func() {
-		s, c := h.pool.Moved()
-		got <- [4]uint64{s, c, uint64(h.pool.PipeSize()), uint64(h.pool.BufSize())}
+		c := h.pool.Counters()
+		got <- [4]uint64{c.SplicedBytes, c.CopiedBytes, uint64(h.pool.PipeSize()), uint64(h.pool.BufSize())}
+		h.pool.NextInterval()
+		counts <- [2]relay.Counters{c, h.pool.Counters()}
 	})
 	m := <-got
+	c := <-counts
+	if c[0].SplicedFlows != 6 || c[0].CopiedFlows != 6 || c[0].SplicedChunks == 0 || c[0].CopiedChunks == 0 {
+		t.Errorf("counters %+v: want 6 flows (3 relays, 2 directions) on each path and chunks on both", c[0])
+	}
+	if c[1].SplicedFlows != 0 || c[1].CopiedFlows != 0 || c[1].SplicedBytes != c[0].SplicedBytes {
+		t.Errorf("after NextInterval %+v: want flows reset and byte totals kept", c[1])
+	}
 	if m[0]+m[1] != 3*2*size {
 		t.Errorf("pool counted %d spliced + %d copied bytes, want %d in all", m[0], m[1], 3*2*size)
 	}

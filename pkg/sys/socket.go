@@ -73,3 +73,14 @@ func Open(path string) (int, error) {
 	}
 	return fd, nil
 }
+
+// SetRecvBuffer sets SO_RCVBUF (the kernel doubles it and stops autotuning
+// the socket). Errors are ignored: the socket keeps working as it was.
+func SetRecvBuffer(fd, n int) {
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, n)
+}
+
+// SetSendBuffer sets SO_SNDBUF, like SetRecvBuffer.
+func SetSendBuffer(fd, n int) {
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, n)
+}
