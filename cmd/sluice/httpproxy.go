@@ -17,6 +17,7 @@ import (
 	"github.com/sluice-proxy/sluice/pkg/acl"
 	"github.com/sluice-proxy/sluice/pkg/auth"
 	"github.com/sluice-proxy/sluice/pkg/endpoint"
+	"github.com/sluice-proxy/sluice/pkg/filter"
 	"github.com/sluice-proxy/sluice/pkg/httpproxy"
 	"github.com/sluice-proxy/sluice/pkg/reactor"
 	"github.com/sluice-proxy/sluice/pkg/relay"
@@ -65,6 +66,8 @@ type httpProxyFlags struct {
 	logLevel       string
 	rules          []string
 	connectPorts   []string
+	blockURLs      []string
+	blockWords     []string
 }
 
 func newHTTPProxyFlags(f *httpProxyFlags, stderr io.Writer) *flag.FlagSet {
@@ -88,6 +91,14 @@ func newHTTPProxyFlags(f *httpProxyFlags, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Func("rule", "an ACL `RULE` (see above); repeatable, first match wins", func(s string) error {
 		f.rules = append(f.rules, s)
+		return nil
+	})
+	fs.Func("block-url", "answer 403 to URLs matching `PATTERN` ('*' any run; no '*': contained anywhere); repeatable", func(s string) error {
+		f.blockURLs = append(f.blockURLs, s)
+		return nil
+	})
+	fs.Func("block-word", "block text responses containing `WORD` (any case): 403, or cut short once the head is out; repeatable", func(s string) error {
+		f.blockWords = append(f.blockWords, s)
 		return nil
 	})
 	fs.Func("connect-port", "a `PORT` or LO-HI that CONNECT may reach; repeatable (default: 443)", func(s string) error {
@@ -155,6 +166,18 @@ func runHTTPProxy(args []string, stderr io.Writer) error {
 		}
 		list.ConnectPorts = append(list.ConnectPorts, p)
 	}
+	var blockURLs *filter.URLs
+	if len(f.blockURLs) > 0 {
+		if blockURLs, err = filter.NewURLs(f.blockURLs); err != nil {
+			return fmt.Errorf("%w: --block-url: %v", errUsage, err)
+		}
+	}
+	var words *filter.Words
+	if len(f.blockWords) > 0 {
+		if words, err = filter.NewWords(f.blockWords); err != nil {
+			return fmt.Errorf("%w: --block-word: %v", errUsage, err)
+		}
+	}
 	var users *auth.Users
 	if f.usersFile != "" {
 		us, err := readUsers(f.usersFile)
@@ -193,6 +216,8 @@ func runHTTPProxy(args []string, stderr io.Writer) error {
 		Transparent:    f.transparent,
 		Users:          users,
 		ACL:            list,
+		BlockURLs:      blockURLs,
+		BodyWords:      words,
 		Pools:          relay.PoolSet(relay.PoolConfig{}, f.loops),
 		Log:            log,
 		AccessLog:      access,

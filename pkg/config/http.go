@@ -9,6 +9,7 @@ import (
 	"github.com/sluice-proxy/sluice/pkg/acl"
 	"github.com/sluice-proxy/sluice/pkg/auth"
 	"github.com/sluice-proxy/sluice/pkg/endpoint"
+	"github.com/sluice-proxy/sluice/pkg/filter"
 )
 
 // HTTPProxy is one `config http_proxy 'NAME'` section.
@@ -33,6 +34,9 @@ type HTTPProxy struct {
 	ACL acl.List
 	// AccessLog logs one line per request.
 	AccessLog bool
+	// BlockURLs are URL patterns answered with 403; BlockWords are words
+	// that block text responses (see package filter).
+	BlockURLs, BlockWords []string
 }
 
 // User is one `config user 'NAME'` section.
@@ -97,6 +101,20 @@ var httpSchema = map[string]spec[*httpTarget]{
 		default:
 			return fmt.Errorf("%q: want allow or deny", v)
 		}
+		return nil
+	}},
+	"block_url": {list: true, set: func(t *httpTarget, v string) error {
+		if _, err := filter.NewURLs([]string{v}); err != nil {
+			return err
+		}
+		t.h.BlockURLs = append(t.h.BlockURLs, v)
+		return nil
+	}},
+	"block_word": {list: true, set: func(t *httpTarget, v string) error {
+		if _, err := filter.NewWords([]string{v}); err != nil {
+			return err
+		}
+		t.h.BlockWords = append(t.h.BlockWords, v)
 		return nil
 	}},
 	"connect_port": {list: true, set: func(t *httpTarget, v string) error {

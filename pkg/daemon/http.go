@@ -9,6 +9,7 @@ import (
 
 	"github.com/sluice-proxy/sluice/pkg/auth"
 	"github.com/sluice-proxy/sluice/pkg/config"
+	"github.com/sluice-proxy/sluice/pkg/filter"
 	"github.com/sluice-proxy/sluice/pkg/httpproxy"
 )
 
@@ -57,6 +58,20 @@ func (d *Daemon) newHTTP(h config.HTTPProxy, cfg *config.Config, users *auth.Use
 		ACL:            &list,
 		Pools:          d.pools,
 		Log:            d.log,
+	}
+	if len(h.BlockURLs) > 0 {
+		u, err := filter.NewURLs(h.BlockURLs)
+		if err != nil {
+			return nil, fmt.Errorf("http_proxy '%s': %w", h.Name, err)
+		}
+		hc.BlockURLs = u
+	}
+	if len(h.BlockWords) > 0 {
+		w, err := filter.NewWords(h.BlockWords)
+		if err != nil {
+			return nil, fmt.Errorf("http_proxy '%s': %w", h.Name, err)
+		}
+		hc.BodyWords = w
 	}
 	s := &httpService{key: h.Listen.String(), cfg: h}
 	if h.Auth {

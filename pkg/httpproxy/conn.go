@@ -13,6 +13,7 @@ import (
 	"github.com/sluice-proxy/sluice/pkg/acl"
 	"github.com/sluice-proxy/sluice/pkg/auth"
 	"github.com/sluice-proxy/sluice/pkg/endpoint"
+	"github.com/sluice-proxy/sluice/pkg/filter"
 	"github.com/sluice-proxy/sluice/pkg/httpmsg"
 	"github.com/sluice-proxy/sluice/pkg/reactor"
 	"github.com/sluice-proxy/sluice/pkg/relay"
@@ -69,6 +70,7 @@ type exchange struct {
 	reused  bool           // up came from the origin pool
 	head    []byte         // the whole request head, to send again on a fresh connection
 	extra   bool           // the origin sent bytes past its response
+	headOut bool           // the final response head is committed to the client
 	status  int
 	tunnel  bool
 	bytesUp uint64
@@ -113,6 +115,7 @@ type body struct {
 	left    int64 // Length: bytes still to come
 	dec     httpmsg.ChunkedDecoder
 	dechunk bool // pass only chunk data (to an HTTP/1.0 client)
+	scan    *filter.Scanner
 	done    bool
 }
 
@@ -129,15 +132,24 @@ func (b *body) claim(p []byte) (out, used int, err error) {
 	switch b.framing {
 	case httpmsg.Length:
 		n := int(min(int64(len(p)), b.left))
+		if err := b.check(p[:n]); err != nil {
+			return 0, 0, err
+		}
 		b.left -= int64(n)
 		b.done = b.left == 0
 		return n, n, nil
 	case httpmsg.UntilClose:
+		if err := b.check(p); err != nil {
+			return 0, 0, err
+		}
 		return len(p), len(p), nil
 	case httpmsg.Chunked:
 		for used < len(p) && !b.dec.Done() {
 			n, off, dn, err := b.dec.Decode(p[used:])
 			if err != nil {
+				return 0, 0, err
+			}
+			if err := b.check(p[used+off : used+off+dn]); err != nil {
 				return 0, 0, err
 			}
 			if b.dechunk {
@@ -152,6 +164,22 @@ func (b *body) claim(p []byte) (out, used int, err error) {
 		return out, used, nil
 	}
 	return 0, 0, nil
+}
+
+// blockedError is a body word found by the content filter.
+type blockedError struct{ word string }
+
+func (e blockedError) Error() string { return "response blocked by the content filter: " + e.word }
+
+// check scans body data with the content filter, if any.
+func (b *body) check(data []byte) error {
+	if b.scan == nil {
+		return nil
+	}
+	if w, found := b.scan.Scan(data); found {
+		return blockedError{w}
+	}
+	return nil
 }
 
 func (s *Service) accept(l *reactor.Loop, fd int) {
@@ -445,6 +473,11 @@ func (c *conn) resolve() {
 	ex := c.ex
 	host, ip := acl.CanonicalHost(ex.t.host)
 	ex.t.host = host
+	if p, blocked := c.s.cfg.BlockURLs.Match(ex.t.url()); blocked {
+		c.s.warn.Log(slog.LevelInfo, "request blocked", "client", c.client.String(), "user", ex.user, "target", ex.t.url(), "pattern", p)
+		c.fail(403, "blocked by the URL filter")
+		return
+	}
 	if c.orig.IsValid() && !ex.tunnel && strings.HasPrefix(ex.req.Target, "/") {
 		// Redirected: the connection's own destination, never a lookup
 		// of what Host says.
@@ -802,11 +835,18 @@ func (c *conn) moveDown() (bool, error) {
 					}
 					ex.or0 += n
 					c.startResponse(resp)
+					if c.state != stExchange {
+						return true, nil // failed, or blocked before the head was sent
+					}
 					progress = true
 					continue
 				}
 			} else {
 				out, used, err := ex.respBody.claim(ex.out[ex.or0:ex.or1])
+				var blocked blockedError
+				if errors.As(err, &blocked) {
+					return progress, err
+				}
 				if err != nil {
 					return progress, upstreamError{err}
 				}
@@ -887,6 +927,30 @@ func (c *conn) startResponse(resp *httpmsg.Response) {
 		ex.keepClient = false
 	}
 	ex.cHead = c.responseHead(c.cHeadSpace(), resp, dechunk)
+	if words := c.s.cfg.BodyWords; words != nil && ex.respBody.framing != httpmsg.NoBody {
+		ct, _ := resp.Header.Get("Content-Type")
+		ce, _ := resp.Header.Get("Content-Encoding")
+		if filter.Scannable(ct, ce) {
+			ex.respBody.scan = words.NewScanner()
+			// The body bytes that came with the head are scanned before
+			// the head goes out: a word among them gets a 403 page.
+			if ex.or1 > ex.or0 {
+				out, used, err := ex.respBody.claim(ex.out[ex.or0:ex.or1])
+				if err != nil {
+					c.exchangeFailed(err)
+					return
+				}
+				ex.ow0, ex.ow1 = ex.or0, ex.or0+out
+				ex.or0 += used
+				if ex.respBody.done {
+					ex.respDone = true
+					ex.extra = ex.or1 > ex.or0
+					ex.or0 = ex.or1
+				}
+			}
+		}
+	}
+	ex.headOut = true
 }
 
 // exchangeFailed ends an exchange on an error: the client gets a response
@@ -894,6 +958,21 @@ func (c *conn) startResponse(resp *httpmsg.Response) {
 func (c *conn) exchangeFailed(err error) {
 	ex := c.ex
 	var ue upstreamError
+	var blocked blockedError
+	if errors.As(err, &blocked) {
+		c.s.warn.Log(slog.LevelInfo, "response blocked", "client", c.client.String(), "target", ex.t.url(), "word", blocked.word)
+		c.abortUp()
+		if !ex.headOut {
+			// Nothing of the final head was sent: answer 403 instead.
+			ex.resp = nil
+			c.fail(403, "blocked by the content filter")
+			return
+		}
+		ex.status = 403
+		c.logAccess()
+		c.close(true) // the head is out: cut the body short
+		return
+	}
 	if errors.As(err, &ue) && ex.reused && ex.resp == nil && ex.status == 0 && ex.or1 == 0 &&
 		len(ex.cHead) == 0 && ex.req.Framing == httpmsg.NoBody {
 		// A pooled connection the origin had closed meanwhile: nothing

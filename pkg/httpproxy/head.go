@@ -51,6 +51,9 @@ func (c *conn) requestHead(b []byte) []byte {
 		if httpmsg.EqualFold(f.Name, "Host") || isHopByHop(f.Name, extra) {
 			continue
 		}
+		if c.s.cfg.BodyWords != nil && httpmsg.EqualFold(f.Name, "Accept-Encoding") {
+			continue // the content filter reads bodies uncompressed
+		}
 		if httpmsg.EqualFold(f.Name, "X-Forwarded-For") {
 			if c.s.cfg.ForwardedFor {
 				xff = f.Value

@@ -26,6 +26,7 @@ import (
 	"github.com/sluice-proxy/sluice/pkg/acl"
 	"github.com/sluice-proxy/sluice/pkg/auth"
 	"github.com/sluice-proxy/sluice/pkg/endpoint"
+	"github.com/sluice-proxy/sluice/pkg/filter"
 	"github.com/sluice-proxy/sluice/pkg/httpmsg"
 	"github.com/sluice-proxy/sluice/pkg/ratelog"
 	"github.com/sluice-proxy/sluice/pkg/reactor"
@@ -91,6 +92,14 @@ type Config struct {
 	// ACL decides which requests may pass. If nil, acl.Default: every
 	// method and host, CONNECT only to port 443.
 	ACL *acl.List
+	// BlockURLs, if set, answers 403 to requests whose URL (or CONNECT
+	// target) matches one of its patterns.
+	BlockURLs *filter.URLs
+	// BodyWords, if set, blocks text responses containing one of its
+	// words: with a 403 page when the word comes in the first bytes of the
+	// body, else by cutting the response short (the head is already
+	// out). Requests lose Accept-Encoding so that bodies come uncompressed.
+	BodyWords *filter.Words
 	// Pools are the relay pools, one per loop. If nil, the service makes
 	// its own.
 	Pools []*relay.Pool
