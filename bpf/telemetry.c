@@ -170,10 +170,13 @@ struct sock_stats {
 	__u32 pad;
 };
 
-// Socket cookie -> latest counters, for live sockets.
+// Socket cookie -> latest counters, for live sockets. Not preallocated:
+// kernel memory follows the live sockets (two per relayed connection),
+// not the bound.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
 	__type(key, __u64);
 	__type(value, struct sock_stats);
 } socket_stats SEC(".maps");

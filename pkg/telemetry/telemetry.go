@@ -25,6 +25,7 @@
 package telemetry
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"slices"
@@ -107,7 +108,10 @@ type Thread struct {
 
 // Socket is one live TCP socket of sluice, from the sockops program.
 type Socket struct {
-	// Cookie is the kernel's socket cookie (SO_COOKIE).
+	// Cookie is the kernel's socket cookie (SO_COOKIE). Counters are
+	// updated at each ACK that gives an RTT sample and at state changes,
+	// so a live socket's may lag by the last few ACKs; the totals of closed
+	// sockets are exact.
 	Cookie uint64
 	// Acked is the bytes sent and acknowledged during the interval,
 	// AckedTotal since the connection started; Received likewise.
@@ -203,7 +207,11 @@ func Open(cfg Config) (*Telemetry, error) {
 }
 
 // Source returns the active sources.
-func (t *Telemetry) Source() Source { return t.src }
+func (t *Telemetry) Source() Source {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.src
+}
 
 // Sample reads every source and returns what changed since the previous
 // call.
@@ -247,27 +255,10 @@ func (t *Telemetry) Sample() (Snapshot, error) {
 	t.threads = seen
 	snap.Threads = ts
 
-	var total uint64
-	switch t.src.Bytes {
-	case BytesSendLength:
-		total = sent + t.exitedBytes
-	case BytesSockops:
-		live, closedAcked, _, err := t.kernel.sockets()
-		if err != nil {
-			return Snapshot{}, fmt.Errorf("sample telemetry: %w", err)
-		}
-		total = closedAcked
-		for _, s := range live {
-			total += s.AckedTotal
-		}
-	case BytesRelay:
-		if t.cfg.RelayBytes != nil {
-			total = t.cfg.RelayBytes() - t.baseBytes
-		}
-	}
+	var live []Socket
+	var closedAcked uint64
 	if t.src.RTT == RTTSockops {
-		live, _, _, err := t.kernel.sockets()
-		if err != nil {
+		if live, closedAcked, _, err = t.kernel.sockets(); err != nil {
 			return Snapshot{}, fmt.Errorf("sample telemetry: %w", err)
 		}
 		socks := make(map[uint64]Socket, len(live))
@@ -279,15 +270,22 @@ func (t *Telemetry) Sample() (Snapshot, error) {
 			snap.Sockets = append(snap.Sockets, s)
 		}
 		t.socks = socks
-		slices.SortFunc(snap.Sockets, func(a, b Socket) int {
-			switch {
-			case a.Cookie < b.Cookie:
-				return -1
-			case a.Cookie > b.Cookie:
-				return 1
-			}
-			return 0
-		})
+		slices.SortFunc(snap.Sockets, func(a, b Socket) int { return cmp.Compare(a.Cookie, b.Cookie) })
+	}
+
+	var total uint64
+	switch t.src.Bytes {
+	case BytesSendLength:
+		total = sent + t.exitedBytes
+	case BytesSockops:
+		total = closedAcked
+		for _, s := range live {
+			total += s.AckedTotal
+		}
+	case BytesRelay:
+		if t.cfg.RelayBytes != nil {
+			total = t.cfg.RelayBytes() - t.baseBytes
+		}
 	}
 	snap.BytesTotal = total
 	snap.Bytes = total - min(t.lastBytes, total)
@@ -297,13 +295,17 @@ func (t *Telemetry) Sample() (Snapshot, error) {
 
 // Close detaches the eBPF programs, moves the process back to its cgroup
 // and removes the one Open created. Call it on every exit path, including
-// after SIGTERM.
+// after SIGTERM. Sample still works afterwards, from /proc and the relay
+// counters.
 func (t *Telemetry) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	if t.kernel == nil {
 		return nil
 	}
 	err := t.kernel.close()
 	t.kernel = nil
+	t.src = Source{Bytes: BytesRelay, CPU: CPUProc, RTT: RTTNone, Fallbacks: []string{"closed"}}
 	if err != nil {
 		return fmt.Errorf("close telemetry: %w", err)
 	}
