@@ -64,3 +64,39 @@ func parseStatCPU(line string) (time.Duration, error) {
 	}
 	return time.Duration(ticks) * time.Second / userHZ, nil
 }
+
+// readMeminfo returns MemAvailable and MemTotal from /proc/meminfo, in
+// bytes; zeros if the kernel does not report them (MemAvailable is from
+// 3.14).
+func readMeminfo(procRoot string) (avail, total uint64, err error) {
+	b, err := os.ReadFile(filepath.Join(procRoot, "meminfo"))
+	if err != nil {
+		return 0, 0, fmt.Errorf("read meminfo: %w", err)
+	}
+	avail, total = parseMeminfo(string(b))
+	return avail, total, nil
+}
+
+// parseMeminfo reads the "MemTotal:  N kB" and "MemAvailable: N kB" lines.
+func parseMeminfo(s string) (avail, total uint64) {
+	for line := range strings.SplitSeq(s, "\n") {
+		key, rest, ok := strings.Cut(line, ":")
+		if !ok || (key != "MemTotal" && key != "MemAvailable") {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) != 2 || f[1] != "kB" {
+			continue
+		}
+		n, err := strconv.ParseUint(f[0], 10, 64)
+		if err != nil {
+			continue
+		}
+		if key == "MemTotal" {
+			total = n << 10
+		} else {
+			avail = n << 10
+		}
+	}
+	return avail, total
+}

@@ -62,6 +62,27 @@ func spin(t *testing.T, d time.Duration, start <-chan struct{}) (tid int, done <
 	return <-tids, fin
 }
 
+func TestParseMeminfo(t *testing.T) {
+	tests := []struct {
+		name         string
+		in           string
+		avail, total uint64
+	}{
+		{"both", "MemTotal:       24576000 kB\nMemFree:         1000 kB\nMemAvailable:   12288000 kB\n", 12288000 << 10, 24576000 << 10},
+		{"old kernel without MemAvailable", "MemTotal:  65536 kB\nMemFree:  1024 kB\n", 0, 65536 << 10},
+		{"odd unit and garbage ignored", "MemTotal: 1 MB\nMemAvailable: x kB\nnonsense\n", 0, 0},
+		{"empty", "", 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			avail, total := parseMeminfo(tt.in)
+			if avail != tt.avail || total != tt.total {
+				t.Errorf("parseMeminfo = %d, %d; want %d, %d", avail, total, tt.avail, tt.total)
+			}
+		})
+	}
+}
+
 func TestProcSource(t *testing.T) {
 	var relayed atomic.Uint64
 	relayed.Store(500) // moved before telemetry started: not counted
@@ -98,6 +119,9 @@ func TestProcSource(t *testing.T) {
 	}
 	if s.Interval <= 0 {
 		t.Errorf("interval %v, want > 0", s.Interval)
+	}
+	if s.MemTotal == 0 || s.MemAvailable > s.MemTotal {
+		t.Errorf("memory available %d of %d: want a total and no more available than that", s.MemAvailable, s.MemTotal)
 	}
 	th, ok := s.Thread(tid)
 	if !ok {

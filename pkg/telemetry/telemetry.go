@@ -136,6 +136,9 @@ type Snapshot struct {
 	// Sockets are the live TCP sockets seen by sockops, by cookie; empty
 	// when Source.RTT is RTTNone.
 	Sockets []Socket
+	// MemAvailable and MemTotal are from /proc/meminfo, in bytes (zero if
+	// the kernel does not say), for the tuner's memory pressure.
+	MemAvailable, MemTotal uint64
 }
 
 // Thread returns the thread with tid, if it is in the snapshot.
@@ -286,6 +289,9 @@ func (t *Telemetry) Sample() (Snapshot, error) {
 		if t.cfg.RelayBytes != nil {
 			total = t.cfg.RelayBytes() - t.baseBytes
 		}
+	}
+	if snap.MemAvailable, snap.MemTotal, err = readMeminfo(t.cfg.ProcRoot); err != nil {
+		return Snapshot{}, fmt.Errorf("sample telemetry: %w", err)
 	}
 	snap.BytesTotal = total
 	snap.Bytes = total - min(t.lastBytes, total)
