@@ -221,6 +221,19 @@ func printStats(w io.Writer, st daemon.Stats) {
 	}
 	fmt.Fprintf(w, "sluice %s, up %s, %d loops, pipes %s, memory %d bytes (%s), reloads %d (%d rejected)\n",
 		st.Version, time.Duration(st.UptimeSeconds)*time.Second, st.Loops, pipes, st.MemoryInUse, mem, st.Reloads, st.RejectedReloads)
+	if st.Telemetry != "" {
+		fmt.Fprintf(w, "telemetry: %s\n", st.Telemetry)
+	}
+	if a := st.Autotune; a != nil {
+		state := "tuning"
+		if a.SleepingNoTraffic {
+			state = "asleep (no traffic)"
+		}
+		fmt.Fprintf(w, "autotune: %s, %d of %d loops accepting, bulk pipe %d, copy buffer %d, socket buffers %s, %d decisions in %d steps\n",
+			state, a.ActiveLoops, st.Loops, a.PipeBulk, a.BufInteractive, sockBuf(a.SockBufBulk), a.Decisions, a.Steps)
+	} else {
+		fmt.Fprintln(w, "autotune: off")
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SERVICE\tLISTEN\tUPSTREAMS\tLIVE\tACCEPTED\tREFUSED\tBYTES UP\tBYTES DOWN")
 	for _, s := range st.Services {
@@ -236,4 +249,12 @@ func printStats(w io.Writer, st daemon.Stats) {
 			s.Active, s.Accepted, s.Refused, s.BytesUp, s.BytesDown)
 	}
 	tw.Flush()
+}
+
+// sockBuf describes the tuner's socket buffer knob.
+func sockBuf(n int) string {
+	if n == 0 {
+		return "kernel-tuned"
+	}
+	return fmt.Sprint(n)
 }

@@ -84,9 +84,18 @@ type Global struct {
 	// MaxMemory, if not 0, is the memory in bytes past which new
 	// connections are refused; GOMEMLIMIT is derived from it.
 	MaxMemory int64
-	// Autotune switches the tuner on. This build has no tuner: sluice
-	// says so in its log and uses PipeSize and MaxPipes as set.
+	// Autotune switches the tuner on (the default): while traffic flows
+	// it sizes pipes, copy buffers and socket buffers and sets how many
+	// loops accept, within the bounds below. Off, PipeSize applies as set.
 	Autotune bool
+	// TuneMinPipe and TuneMaxPipe bound the pipe size the tuner picks
+	// (0: the tuner's defaults, 16K and 1M); TuneMinLoops and TuneMaxLoops
+	// bound the loops that accept (0: 1 and every loop).
+	TuneMinPipe, TuneMaxPipe   int
+	TuneMinLoops, TuneMaxLoops int
+	// Telemetry is "auto" (eBPF where the kernel allows, /proc otherwise;
+	// the default) or "proc" (never load eBPF).
+	Telemetry string
 	// MaxPipes bounds the splice pipes in existence (0: relay's default,
 	// -1: never splice). PipeSize is the bytes a pipe holds (0: default).
 	MaxPipes, PipeSize int
@@ -209,6 +218,8 @@ func defaultGlobal() Global {
 		LogSize:       DefaultLogSize,
 		ControlSocket: DefaultControlSocket,
 		Grace:         DefaultGrace,
+		Autotune:      true,
+		Telemetry:     "auto",
 	}
 }
 

@@ -24,6 +24,7 @@ func TestParseFull(t *testing.T) {
 		Loops: 2, LogLevel: slog.LevelDebug, Log: "/var/log/sluice.log", LogSize: 256 << 10,
 		ControlSocket: "/var/run/sluice.sock", User: "nobody", Group: "nogroup", MaxMemory: 24 << 20,
 		MaxPipes: 64, PipeSize: 256 << 10, Grace: 5 * time.Second, Line: 4,
+		TuneMinPipe: 32 << 10, TuneMaxPipe: 512 << 10, TuneMinLoops: 1, TuneMaxLoops: 2, Telemetry: "proc",
 	}
 	if cfg.Global != wantGlobal {
 		t.Errorf("global:\n got %+v\nwant %+v", cfg.Global, wantGlobal)
@@ -36,9 +37,9 @@ func TestParseFull(t *testing.T) {
 		return a
 	}
 	want := []Forward{
-		{Name: "web", Line: 18, Listen: mustAddr(":8080"), Upstreams: []endpoint.Addr{mustAddr("192.168.1.10:80"), mustAddr("192.168.1.11:80")},
+		{Name: "web", Line: 23, Listen: mustAddr(":8080"), Upstreams: []endpoint.Addr{mustAddr("192.168.1.10:80"), mustAddr("192.168.1.11:80")},
 			Balance: LeastConns, ConnectTimeout: 3 * time.Second, IdleTimeout: 10 * time.Minute, MaxConns: 512},
-		{Name: "ssh", Line: 27, Listen: mustAddr(":2222"), Interface: "br-lan", Upstreams: []endpoint.Addr{mustAddr("10.0.0.5:22")},
+		{Name: "ssh", Line: 32, Listen: mustAddr(":2222"), Interface: "br-lan", Upstreams: []endpoint.Addr{mustAddr("10.0.0.5:22")},
 			Balance: RoundRobin, ConnectTimeout: DefaultConnect},
 	}
 	if !reflect.DeepEqual(cfg.Forwards, want) {
@@ -55,7 +56,7 @@ func TestParseDefaults(t *testing.T) {
 		t.Fatal(errs)
 	}
 	g := cfg.Global
-	if g.Log != "stderr" || g.LogLevel != slog.LevelInfo || g.ControlSocket != DefaultControlSocket || g.Grace != DefaultGrace || g.LogSize != DefaultLogSize {
+	if g.Log != "stderr" || g.LogLevel != slog.LevelInfo || g.ControlSocket != DefaultControlSocket || g.Grace != DefaultGrace || g.LogSize != DefaultLogSize || !g.Autotune || g.Telemetry != "auto" {
 		t.Errorf("defaults: %+v", g)
 	}
 	if f := cfg.Forwards[0]; f.Name != "forward_line1" || f.ConnectTimeout != DefaultConnect || f.Balance != RoundRobin {

@@ -85,10 +85,27 @@ var globalSchema = map[string]spec[*Global]{
 		g.ControlSocket = v
 		return nil
 	}},
-	"user":       {set: func(g *Global, v string) error { g.User = v; return nonEmpty(v) }},
-	"group":      {set: func(g *Global, v string) error { g.Group = v; return nonEmpty(v) }},
-	"max_memory": {set: func(g *Global, v string) (err error) { g.MaxMemory, err = parseSize(v); return err }},
-	"autotune":   {set: func(g *Global, v string) (err error) { g.Autotune, err = parseBool(v); return err }},
+	"user":              {set: func(g *Global, v string) error { g.User = v; return nonEmpty(v) }},
+	"group":             {set: func(g *Global, v string) error { g.Group = v; return nonEmpty(v) }},
+	"max_memory":        {set: func(g *Global, v string) (err error) { g.MaxMemory, err = parseSize(v); return err }},
+	"autotune":          {set: func(g *Global, v string) (err error) { g.Autotune, err = parseBool(v); return err }},
+	"autotune_min_pipe": {set: func(g *Global, v string) error { return setPipeBound(&g.TuneMinPipe, v) }},
+	"autotune_max_pipe": {set: func(g *Global, v string) error { return setPipeBound(&g.TuneMaxPipe, v) }},
+	"autotune_min_loops": {set: func(g *Global, v string) (err error) {
+		g.TuneMinLoops, err = parseInt(v, 1, 1024)
+		return err
+	}},
+	"autotune_max_loops": {set: func(g *Global, v string) (err error) {
+		g.TuneMaxLoops, err = parseInt(v, 1, 1024)
+		return err
+	}},
+	"telemetry": {set: func(g *Global, v string) error {
+		if v != "auto" && v != "proc" {
+			return fmt.Errorf("%q: want auto or proc", v)
+		}
+		g.Telemetry = v
+		return nil
+	}},
 	"max_pipes": {set: func(g *Global, v string) (err error) {
 		g.MaxPipes, err = parseInt(v, -1, 1<<20)
 		return err
@@ -217,4 +234,14 @@ func parseSize(v string) (int64, error) {
 		return 0, bad
 	}
 	return n * mult, nil
+}
+
+// setPipeBound parses a tuner pipe bound: a size from 4K to 1G.
+func setPipeBound(dst *int, v string) error {
+	n, err := parseSize(v)
+	if err == nil && (n < 4096 || n > 1<<30) {
+		err = fmt.Errorf("%q: want a size from 4K to 1G", v)
+	}
+	*dst = int(n)
+	return err
 }

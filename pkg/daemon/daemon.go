@@ -23,12 +23,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sluice-proxy/sluice/pkg/autotune"
 	"github.com/sluice-proxy/sluice/pkg/config"
 	"github.com/sluice-proxy/sluice/pkg/control"
 	"github.com/sluice-proxy/sluice/pkg/endpoint"
 	"github.com/sluice-proxy/sluice/pkg/forward"
 	"github.com/sluice-proxy/sluice/pkg/reactor"
 	"github.com/sluice-proxy/sluice/pkg/relay"
+	"github.com/sluice-proxy/sluice/pkg/telemetry"
 )
 
 // Options configure Run.
@@ -56,6 +58,8 @@ type Daemon struct {
 	maxPipes    int
 	ctl         *control.Server
 	started     time.Time
+	tel         *telemetry.Telemetry // nil when it could not open
+	tuner       *autotune.Tuner      // nil with autotune off
 	http        httpServices // see http.go
 
 	mu       sync.Mutex // serializes reloads, stats and shutdown
@@ -128,9 +132,6 @@ func Start(opts Options, cfg *config.Config) (d *Daemon, err error) {
 	}
 	_, d.envMemLimit = os.LookupEnv("GOMEMLIMIT")
 	d.mem.setLimit(g.MaxMemory, d.envMemLimit)
-	if g.Autotune {
-		d.log.Warn("autotune: this build has no tuner; pipe_size and max_pipes are used as set")
-	}
 	d.r, err = reactor.New(reactor.Config{Loops: g.Loops})
 	if err != nil {
 		d.logFile.Close()
@@ -142,6 +143,7 @@ func Start(opts Options, cfg *config.Config) (d *Daemon, err error) {
 			s.stop()
 		}
 		d.stopHTTP()
+		d.stopTuning()
 		d.r.Stop()
 		d.logFile.Close()
 		return nil, err
@@ -160,6 +162,8 @@ func Start(opts Options, cfg *config.Config) (d *Daemon, err error) {
 	if err != nil {
 		return fail(err)
 	}
+	// Telemetry loads eBPF programs, which needs privileges: before the drop.
+	d.startTuning(g)
 	if err := dropPrivileges(g.User, g.Group); err != nil {
 		d.ctl.Close()
 		return fail(err)
@@ -213,7 +217,7 @@ func (d *Daemon) forwardConfig(f config.Forward) forward.Config {
 		ConnectTimeout: f.ConnectTimeout,
 		IdleTimeout:    f.IdleTimeout,
 		MaxConns:       f.MaxConns,
-		Admit:          d.mem.admit,
+		Admit:          d.admit,
 		Pools:          d.pools,
 		Log:            d.log,
 	}
@@ -435,6 +439,7 @@ func (d *Daemon) Shutdown(reason string, cut <-chan os.Signal) {
 	}
 	d.drainHTTP(ctx, &wg)
 	wg.Wait()
+	d.stopTuning()
 	d.ctl.Close()
 	d.r.Stop()
 	var total forward.Stats

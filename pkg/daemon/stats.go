@@ -27,6 +27,10 @@ type Stats struct {
 	Reloads         int            `json:"reloads"`
 	RejectedReloads int            `json:"rejected_reloads"`
 	Services        []ServiceStats `json:"services"`
+	// Telemetry names the source of bytes and CPU figures; Autotune is
+	// the tuner's state, nil when it is off.
+	Telemetry string         `json:"telemetry,omitempty"`
+	Autotune  *AutotuneStats `json:"autotune,omitempty"`
 }
 
 // ServiceStats are one service's figures.
@@ -63,6 +67,7 @@ func (d *Daemon) Stats() Stats {
 	if d.budget != nil {
 		st.PipesInUse = d.budget.InUse()
 	}
+	d.tuningStats(&st)
 	ctx, cancel := context.WithTimeout(context.Background(), statsTimeout)
 	defer cancel()
 	add := func(s *service, draining bool) {

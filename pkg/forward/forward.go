@@ -333,6 +333,16 @@ func (s *Service) Start() error {
 	return nil
 }
 
+// SetActiveLoops makes only the first n loops accept on every listener of
+// the service (the tuner's loop knob); see endpoint.Listener.SetActiveLoops.
+func (s *Service) SetActiveLoops(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ln := range s.listeners {
+		ln.SetActiveLoops(n)
+	}
+}
+
 // Active returns the number of live connections.
 func (s *Service) Active() int { return int(s.active.Load()) }
 
