@@ -60,7 +60,7 @@ type Daemon struct {
 	started     time.Time
 	tel         *telemetry.Telemetry // nil when it could not open
 	tuner       *autotune.Tuner      // nil with autotune off
-	http        httpServices // see http.go
+	http        httpServices         // see http.go
 
 	mu       sync.Mutex // serializes reloads, stats and shutdown
 	cfg      *config.Config
