@@ -1,6 +1,8 @@
 # sluice build, test and release targets. `make help` lists them.
 GO       ?= go
-VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The release version is the VERSION file (the OpenWrt and Buildroot packages
+# must agree with it); the commit comes from git.
+VERSION  ?= $(shell cat VERSION 2>/dev/null || echo dev)
 COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
