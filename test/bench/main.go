@@ -53,6 +53,9 @@ type bench struct {
 	only   map[string]bool
 	out    io.Writer
 	specs  []relaySpec
+	// tuneRun is set while the autotune figure reuses the others with
+	// sluice's variants only and fewer workloads.
+	tuneRun bool
 }
 
 func runBench(args []string) error {
@@ -63,7 +66,7 @@ func runBench(args []string) error {
 	fs.IntVar(&b.reps, "reps", 3, "repetitions of every figure")
 	fs.DurationVar(&b.dur, "dur", 3*time.Second, "duration of each timed run")
 	fs.IntVar(&b.idleN, "idle", 9000, "idle relayed connections for the memory figure")
-	figs := fs.String("figures", "bulk,pingpong,connrate,idle,size", "figures to take")
+	figs := fs.String("figures", "bulk,pingpong,connrate,idle,size,tune", "figures to take")
 	outPath := fs.String("out", "", "also write the markdown here")
 	fs.Parse(args)
 	b.only = map[string]bool{}
@@ -102,6 +105,7 @@ func runBench(args []string) error {
 		run  func() error
 	}{
 		{"bulk", b.bulk}, {"pingpong", b.pingpong}, {"connrate", b.connRate}, {"idle", b.idle}, {"size", b.size},
+		{"tune", b.tune},
 	} {
 		if b.only[fig.name] {
 			if err := fig.run(); err != nil {
@@ -229,9 +233,13 @@ func (b *bench) bulk() error {
 	}
 	defer stopAll(rs)
 	secs := strconv.Itoa(int(b.dur.Seconds()))
-	for _, test := range []struct{ title, flags string }{
+	tests := []struct{ title, flags string }{
 		{"1 stream", ""}, {"8 streams", "-P 8"}, {"1 stream, reverse (upstream to client)", "-R"},
-	} {
+	}
+	if b.tuneRun {
+		tests = tests[:1]
+	}
+	for _, test := range tests {
 		gbps := newTable("Gbit/s", true)
 		cpu := newTable("relay CPU s/GB", false)
 		for range b.reps {
@@ -269,7 +277,11 @@ func (b *bench) pingpong() error {
 		return err
 	}
 	defer stopAll(rs)
-	for _, conns := range []int{1, 64} {
+	conns := []int{1, 64}
+	if b.tuneRun {
+		conns = conns[:1]
+	}
+	for _, conns := range conns {
 		rps, p50, p99, p999 := newTable("requests/s", true), newTable("p50 us", false), newTable("p99 us", false), newTable("p999 us", false)
 		for range b.reps {
 			for _, r := range rs {
@@ -380,6 +392,22 @@ func (b *bench) idle() error {
 	}
 	b.print("Idle: wake-ups per second over 10 s with no connections (context switches of all threads)", wake)
 	b.print(fmt.Sprintf("Memory: RSS (summed PSS for relays of several processes) of the idle process, and per idle relayed connection with %d connections (the Go baseline holds 3,000: it needs 6 fds per connection and the fd limit is 20,000)", b.idleN), idleRSS, perConn, fds)
+	return nil
+}
+
+// tune compares sluice with its tuner on (`sluice run`, autotune is the
+// default) against fixed small and fixed large pipes, on bulk, 64-byte
+// ping-pong and idle-memory workloads.
+func (b *bench) tune() error {
+	saved := b.specs
+	defer func() { b.specs, b.tuneRun = saved, false }()
+	b.specs, b.tuneRun = tuneSpecs(), true
+	fmt.Fprintf(b.out, "# Autotune on and off\n\nsluice only: `sluice run` with autotune on (the default) against `sluice forward` with fixed small (16 KiB) and fixed large (1 MiB) pipes; \"best peer\" below means the best fixed setting.\n\n")
+	for _, f := range []func() error{b.bulk, b.pingpong, b.idle} {
+		if err := f(); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

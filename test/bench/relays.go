@@ -96,6 +96,25 @@ stream {
 	}
 }
 
+// tuneSpecs are sluice's variants for the autotune figure: the fixed ones
+// count as the "peers" to beat.
+func tuneSpecs() []relaySpec {
+	fixed := func(pipe string) func(*bench, string, string, string) ([]string, error) {
+		return func(b *bench, _, l, u string) ([]string, error) {
+			return []string{b.sluice, "forward", "--log-level", "warn", "--pipe-size", pipe, l, u}, nil
+		}
+	}
+	return []relaySpec{
+		{name: "sluice autotune (sluice run)", kind: "sluice", args: func(b *bench, dir, l, u string) ([]string, error) {
+			cfg := fmt.Sprintf("config sluice 'main'\n\toption log_level 'warn'\n\toption control_socket '%s/ctl.sock'\n\nconfig forward 'bench'\n\toption listen '%s'\n\tlist upstream '%s'\n", dir, l, u)
+			path := filepath.Join(dir, "sluice.conf")
+			return []string{b.sluice, "run", "-c", path}, os.WriteFile(path, []byte(cfg), 0o644)
+		}},
+		{name: "sluice fixed 16 KiB pipes", kind: "fixed", args: fixed("16384")},
+		{name: "sluice fixed 1 MiB pipes", kind: "fixed", args: fixed("1048576")},
+	}
+}
+
 // running is a started relay.
 type running struct {
 	spec relaySpec
