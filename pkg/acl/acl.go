@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Action is what a rule does with a matching request.
@@ -36,12 +37,24 @@ func (a Action) String() string {
 // PortRange is an inclusive range of ports.
 type PortRange struct{ Lo, Hi int }
 
+// TimeRange is a time of day from From up to (not including) To, in
+// minutes since midnight; From > To wraps past midnight (22:00-06:00).
+type TimeRange struct{ From, To int }
+
+func (tr TimeRange) contains(m int) bool {
+	if tr.From <= tr.To {
+		return tr.From <= m && m < tr.To
+	}
+	return m >= tr.From || m < tr.To
+}
+
 // Rule matches a request when every one of its non-empty fields matches;
 // an empty field matches anything.
 type Rule struct {
 	Action  Action
 	Clients []netip.Prefix // client address
 	Users   []string       // authenticated user (or the user a client address maps to)
+	Classes []string       // the user's class
 	Methods []string       // request method, CONNECT included; case-sensitive as in HTTP
 	// Hosts are destination host patterns: "example.com" (exactly),
 	// ".example.com" (it and every name under it), "*.example.com" or any
@@ -50,6 +63,7 @@ type Rule struct {
 	Hosts []string
 	Dests []netip.Prefix // destination address, after resolution
 	Ports []PortRange    // destination port
+	Times []TimeRange    // local time of day of the request
 }
 
 // List is an ordered rule list. Its zero value allows everything except
@@ -70,10 +84,14 @@ func Default() *List { return &List{} }
 type Request struct {
 	Client netip.Addr
 	User   string
+	Class  string // the user's class, if any
 	Method string
 	Host   string     // as CanonicalHost returns it
 	Port   int        // destination port
 	Addr   netip.Addr // resolved destination address, unmapped
+	// Time is when the request came; rules with Times never match a
+	// zero Time.
+	Time time.Time
 }
 
 // Decision is the outcome of Check.
@@ -140,8 +158,23 @@ func (rule *Rule) matches(r Request) bool {
 	if len(rule.Users) > 0 && !contains(rule.Users, r.User) {
 		return false
 	}
+	if len(rule.Classes) > 0 && !contains(rule.Classes, r.Class) {
+		return false
+	}
 	if len(rule.Methods) > 0 && !contains(rule.Methods, r.Method) {
 		return false
+	}
+	if len(rule.Times) > 0 {
+		if r.Time.IsZero() {
+			return false
+		}
+		m, ok := r.Time.Hour()*60+r.Time.Minute(), false
+		for _, tr := range rule.Times {
+			ok = ok || tr.contains(m)
+		}
+		if !ok {
+			return false
+		}
 	}
 	if len(rule.Hosts) > 0 {
 		ok := false

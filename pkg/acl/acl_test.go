@@ -3,6 +3,7 @@ package acl
 import (
 	"net/netip"
 	"testing"
+	"time"
 )
 
 func TestCanonicalHost(t *testing.T) {
@@ -208,4 +209,36 @@ func FuzzParseRule(f *testing.F) {
 		}
 		_ = (&List{Rules: []Rule{r}}).Check(Request{Method: "GET", Host: "a", Port: 1})
 	})
+}
+
+func TestTimeAndClass(t *testing.T) {
+	l := &List{Rules: []Rule{
+		mustRule(t, "deny class kids time 21:00-07:00"),
+		mustRule(t, "deny user guest time 09:00-17:00,18:00-18:30"),
+	}}
+	at := func(h, m int) time.Time { return time.Date(2026, 1, 1, h, m, 0, 0, time.Local) }
+	tests := []struct {
+		name string
+		r    Request
+		want Action
+	}{
+		{"kids at night", Request{Class: "kids", Time: at(23, 0)}, Deny},
+		{"kids early morning", Request{Class: "kids", Time: at(6, 59)}, Deny},
+		{"kids at 7", Request{Class: "kids", Time: at(7, 0)}, Allow},
+		{"adults at night", Request{Class: "adults", Time: at(23, 0)}, Allow},
+		{"guest at noon", Request{User: "guest", Time: at(12, 0)}, Deny},
+		{"guest at 18:15", Request{User: "guest", Time: at(18, 15)}, Deny},
+		{"guest at 17:00", Request{User: "guest", Time: at(17, 0)}, Allow},
+		{"no time given", Request{Class: "kids"}, Allow},
+	}
+	for _, tt := range tests {
+		if d := l.Check(tt.r); d.Action != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, d.Action, tt.want)
+		}
+	}
+	for _, bad := range []string{"deny time 8:00-9:00", "deny time 08:00", "deny time 08:00-08:00", "deny time 24:00-01:00", "deny time 10:60-11:00", "deny time 25:00-01:00"} {
+		if _, err := ParseRule(bad); err == nil {
+			t.Errorf("ParseRule(%q): no error", bad)
+		}
+	}
 }

@@ -2,6 +2,7 @@ package acl
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -13,8 +14,9 @@ import (
 //	allow client 192.168.1.0/24 method GET,HEAD host .example.com port 80,443
 //	deny user guest host *.ads.*
 //
-// Keys: client (CIDR), user, method, host (pattern), dest (CIDR), port
-// (port, LO-HI or *).
+// Keys: client (CIDR), user, class, method, host (pattern), dest (CIDR),
+// port (port, LO-HI or *), time (HH:MM-HH:MM, local time; may wrap past
+// midnight).
 func ParseRule(s string) (Rule, error) {
 	f := strings.Fields(s)
 	if len(f) == 0 {
@@ -60,6 +62,14 @@ func (r *Rule) add(key, v string) error {
 		}
 	case "user":
 		r.Users = append(r.Users, v)
+	case "class":
+		r.Classes = append(r.Classes, v)
+	case "time":
+		tr, err := parseTimeRange(v)
+		if err != nil {
+			return err
+		}
+		r.Times = append(r.Times, tr)
 	case "method":
 		for i := 0; i < len(v); i++ {
 			if c := v[i]; c < 'A' || c > 'Z' {
@@ -83,7 +93,31 @@ func (r *Rule) add(key, v string) error {
 		}
 		r.Ports = append(r.Ports, p)
 	default:
-		return fmt.Errorf("unknown key %q: want client, user, method, host, dest or port", key)
+		return fmt.Errorf("unknown key %q: want client, user, class, method, host, dest, port or time", key)
 	}
 	return nil
+}
+
+// parseTimeRange parses HH:MM-HH:MM (24:00 allowed as an end).
+func parseTimeRange(v string) (TimeRange, error) {
+	from, to, ok := strings.Cut(v, "-")
+	a, errA := parseClock(from)
+	b, errB := parseClock(to)
+	if !ok || errA != nil || errB != nil || a == b || a == 24*60 {
+		return TimeRange{}, fmt.Errorf("time %q: want HH:MM-HH:MM, such as 08:00-17:30 or 22:00-06:00", v)
+	}
+	return TimeRange{From: a, To: b}, nil
+}
+
+func parseClock(s string) (int, error) {
+	h, m, ok := strings.Cut(s, ":")
+	if !ok || len(h) != 2 || len(m) != 2 {
+		return 0, fmt.Errorf("bad clock %q", s)
+	}
+	hh, err1 := strconv.Atoi(h)
+	mm, err2 := strconv.Atoi(m)
+	if err1 != nil || err2 != nil || hh < 0 || mm < 0 || mm > 59 || hh > 24 || hh == 24 && mm != 0 {
+		return 0, fmt.Errorf("bad clock %q", s)
+	}
+	return hh*60 + mm, nil
 }

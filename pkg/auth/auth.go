@@ -35,6 +35,8 @@ type User struct {
 	Name string
 	// Hash is a bcrypt hash ($2a$, $2b$ or $2y$), as htpasswd -B makes.
 	Hash string
+	// Class, if set, groups the user with others for ACL rules.
+	Class string
 }
 
 // AddrUser maps a client address range to a user, for devices that cannot
@@ -61,9 +63,10 @@ type Config struct {
 
 // Users checks credentials.
 type Users struct {
-	hashes map[string][]byte
-	byAddr []AddrUser
-	cfg    Config
+	hashes  map[string][]byte
+	classes map[string]string
+	byAddr  []AddrUser
+	cfg     Config
 
 	mu       sync.Mutex
 	cache    map[[32]byte]time.Time // sha256(name NUL password) -> expiry
@@ -91,6 +94,7 @@ func New(cfg Config) (*Users, error) {
 	}
 	u := &Users{
 		hashes:   make(map[string][]byte),
+		classes:  make(map[string]string),
 		byAddr:   cfg.ByAddr,
 		cfg:      cfg,
 		cache:    make(map[[32]byte]time.Time),
@@ -104,6 +108,7 @@ func New(cfg Config) (*Users, error) {
 			return nil, fmt.Errorf("user %s: defined twice", usr.Name)
 		}
 		u.hashes[usr.Name] = []byte(usr.Hash)
+		u.classes[usr.Name] = usr.Class
 	}
 	for _, a := range cfg.ByAddr {
 		if _, ok := u.hashes[a.User]; !ok {
@@ -140,6 +145,9 @@ func ParseBasic(v string) (name, password string, err error) {
 	}
 	return name, password, nil
 }
+
+// ClassOf returns the class of user name ("" when none).
+func (u *Users) ClassOf(name string) string { return u.classes[name] }
 
 // UserFor returns the user a client address maps to, if any.
 func (u *Users) UserFor(client netip.Addr) (string, bool) {

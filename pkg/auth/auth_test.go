@@ -15,7 +15,7 @@ func newUsers(t *testing.T, cfg Config) *Users {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Users = append(cfg.Users, User{Name: "alice", Hash: string(hash)})
+	cfg.Users = append(cfg.Users, User{Name: "alice", Hash: string(hash), Class: "staff"})
 	u, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -44,6 +44,16 @@ func TestVerifyAndCache(t *testing.T) {
 	}
 	if u.Verify(client, "alice", "bad", now) || u.Verify(client, "nobody", "pw", now) {
 		t.Error("wrong credentials accepted")
+	}
+}
+
+func TestClassOf(t *testing.T) {
+	u := newUsers(t, Config{})
+	if c := u.ClassOf("alice"); c != "staff" {
+		t.Errorf("ClassOf(alice) = %q", c)
+	}
+	if c := u.ClassOf("nobody"); c != "" {
+		t.Errorf("ClassOf(nobody) = %q", c)
 	}
 }
 

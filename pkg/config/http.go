@@ -45,6 +45,8 @@ type User struct {
 	Line int
 	// Hash is the bcrypt hash of the password.
 	Hash string
+	// Class groups users for ACL rules (`rule 'deny class kids ...'`).
+	Class string
 	// Addresses are client ranges that are this user without credentials.
 	Addresses []netip.Prefix
 }
@@ -136,6 +138,7 @@ var userSchema = map[string]spec[*User]{
 		u.Hash = v
 		return nil
 	}},
+	"class": {set: func(u *User, v string) error { u.Class = v; return nonEmpty(v) }},
 	"address": {list: true, set: func(u *User, v string) error {
 		p, err := acl.ParsePrefix(v)
 		if err != nil {

@@ -16,6 +16,7 @@ func TestParseHTTPProxy(t *testing.T) {
 config user 'alice'
 	option password '` + hash + `'
 	list address '192.168.1.50'
+	option class 'kids'
 
 config http_proxy 'lan'
 	option listen ':3128'
@@ -25,6 +26,7 @@ config http_proxy 'lan'
 	option max_conns '100'
 	list rule 'deny dest 10.0.0.0/8'
 	list rule 'allow user alice'
+	list rule 'deny class kids time 21:00-07:00'
 	option default 'deny'
 	list connect_port '443'
 	list connect_port '8443-8444'
@@ -44,10 +46,10 @@ config http_proxy 'off'
 	if h.Name != "lan" || h.Listen.Port != 3128 || !h.Auth || !h.ForwardedFor || h.HeaderTimeout != 5*time.Second || h.MaxConns != 100 {
 		t.Errorf("proxy %+v", h)
 	}
-	if len(h.ACL.Rules) != 2 || h.ACL.Default != acl.Deny || len(h.ACL.ConnectPorts) != 2 {
+	if len(h.ACL.Rules) != 3 || h.ACL.Default != acl.Deny || len(h.ACL.ConnectPorts) != 2 {
 		t.Errorf("acl %+v", h.ACL)
 	}
-	if u := cfg.Users[0]; u.Name != "alice" || u.Hash != hash || len(u.Addresses) != 1 {
+	if u := cfg.Users[0]; u.Name != "alice" || u.Hash != hash || len(u.Addresses) != 1 || u.Class != "kids" {
 		t.Errorf("user %+v", u)
 	}
 	if len(cfg.Disabled) != 1 || cfg.Disabled[0] != "off" {

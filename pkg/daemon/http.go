@@ -34,7 +34,7 @@ func newUsers(cfg *config.Config) (*auth.Users, error) {
 	}
 	ac := auth.Config{}
 	for _, u := range cfg.Users {
-		ac.Users = append(ac.Users, auth.User{Name: u.Name, Hash: u.Hash})
+		ac.Users = append(ac.Users, auth.User{Name: u.Name, Hash: u.Hash, Class: u.Class})
 		for _, p := range u.Addresses {
 			ac.ByAddr = append(ac.ByAddr, auth.AddrUser{Prefix: p, User: u.Name})
 		}

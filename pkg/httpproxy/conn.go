@@ -483,9 +483,7 @@ func (c *conn) resolve() {
 		// of what Host says.
 		ip = c.orig.Addr()
 	}
-	if d, ok := c.s.cfg.ACL.CheckHost(acl.Request{
-		Client: c.client, User: ex.user, Method: ex.req.Method, Host: host, Port: ex.t.port,
-	}); ok && d.Action == acl.Deny && !ip.IsValid() {
+	if d, ok := c.s.cfg.ACL.CheckHost(c.aclRequest(netip.Addr{})); ok && d.Action == acl.Deny && !ip.IsValid() {
 		c.deny(d, netip.Addr{})
 		return
 	}
@@ -518,10 +516,7 @@ func (c *conn) resolved(ips []netip.Addr, err error) {
 	for i, ip := range ips {
 		ip = ip.Unmap()
 		ips[i] = ip
-		d := c.s.cfg.ACL.Check(acl.Request{
-			Client: c.client, User: ex.user, Method: ex.req.Method,
-			Host: ex.t.host, Port: ex.t.port, Addr: ip,
-		})
+		d := c.s.cfg.ACL.Check(c.aclRequest(ip))
 		if d.Action == acl.Deny {
 			c.deny(d, ip)
 			return
@@ -531,6 +526,19 @@ func (c *conn) resolved(ips []netip.Addr, err error) {
 	c.state = stDial
 	c.last = c.loop.Now()
 	c.dialNext()
+}
+
+// aclRequest is what the ACL looks at for the current request.
+func (c *conn) aclRequest(ip netip.Addr) acl.Request {
+	ex := c.ex
+	r := acl.Request{
+		Client: c.client, User: ex.user, Method: ex.req.Method,
+		Host: ex.t.host, Port: ex.t.port, Addr: ip, Time: ex.start,
+	}
+	if c.s.cfg.Users != nil && ex.user != "" {
+		r.Class = c.s.cfg.Users.ClassOf(ex.user)
+	}
+	return r
 }
 
 func (c *conn) deny(d acl.Decision, ip netip.Addr) {
