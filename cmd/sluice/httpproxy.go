@@ -56,6 +56,7 @@ type httpProxyFlags struct {
 	connectTimeout time.Duration
 	headerTimeout  time.Duration
 	idleTimeout    time.Duration
+	tunnelIdle     time.Duration
 	readTimeout    time.Duration
 	maxConns       int
 	grace          time.Duration
@@ -81,6 +82,7 @@ func newHTTPProxyFlags(f *httpProxyFlags, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&f.connectTimeout, "connect-timeout", httpproxy.DefaultConnectTimeout, "give up connecting to an origin after this long (504)")
 	fs.DurationVar(&f.headerTimeout, "header-timeout", httpproxy.DefaultHeaderTimeout, "a request head must be complete this long after its first byte (408)")
 	fs.DurationVar(&f.idleTimeout, "idle-timeout", httpproxy.DefaultIdleTimeout, "close keep-alive connections and tunnels idle this long")
+	fs.DurationVar(&f.tunnelIdle, "tunnel-idle-timeout", httpproxy.DefaultTunnelIdle, "close CONNECT tunnels that moved nothing for this long")
 	fs.DurationVar(&f.readTimeout, "read-timeout", httpproxy.DefaultReadTimeout, "wait this long for an origin's response (504) and each silence after")
 	fs.IntVar(&f.maxConns, "max-conns", 0, "live client connections at most (0: no limit)")
 	fs.DurationVar(&f.grace, "grace", 10*time.Second, "on SIGINT/SIGTERM, wait this long for live connections")
@@ -144,7 +146,7 @@ func runHTTPProxy(args []string, stderr io.Writer) error {
 	if f.loops < 1 {
 		return fmt.Errorf("%w: --loops %d: want at least 1", errUsage, f.loops)
 	}
-	if f.maxConns < 0 || f.connectTimeout < 0 || f.headerTimeout < 0 || f.idleTimeout < 0 || f.readTimeout < 0 || f.grace < 0 {
+	if f.maxConns < 0 || f.connectTimeout < 0 || f.headerTimeout < 0 || f.idleTimeout < 0 || f.tunnelIdle < 0 || f.readTimeout < 0 || f.grace < 0 {
 		return fmt.Errorf("%w: negative limits and durations are not allowed", errUsage)
 	}
 	listen, err := endpoint.Parse(pos[0])
@@ -206,21 +208,22 @@ func runHTTPProxy(args []string, stderr io.Writer) error {
 		return err
 	}
 	svc, err := httpproxy.New(context.Background(), r, httpproxy.Config{
-		Listen:         listen,
-		ConnectTimeout: f.connectTimeout,
-		HeaderTimeout:  f.headerTimeout,
-		IdleTimeout:    f.idleTimeout,
-		ReadTimeout:    f.readTimeout,
-		MaxConns:       f.maxConns,
-		ForwardedFor:   f.forwardedFor,
-		Transparent:    f.transparent,
-		Users:          users,
-		ACL:            list,
-		BlockURLs:      blockURLs,
-		BodyWords:      words,
-		Pools:          relay.PoolSet(relay.PoolConfig{}, f.loops),
-		Log:            log,
-		AccessLog:      access,
+		Listen:            listen,
+		ConnectTimeout:    f.connectTimeout,
+		HeaderTimeout:     f.headerTimeout,
+		IdleTimeout:       f.idleTimeout,
+		TunnelIdleTimeout: f.tunnelIdle,
+		ReadTimeout:       f.readTimeout,
+		MaxConns:          f.maxConns,
+		ForwardedFor:      f.forwardedFor,
+		Transparent:       f.transparent,
+		Users:             users,
+		ACL:               list,
+		BlockURLs:         blockURLs,
+		BodyWords:         words,
+		Pools:             relay.PoolSet(relay.PoolConfig{}, f.loops),
+		Log:               log,
+		AccessLog:         access,
 	})
 	if err != nil {
 		r.Stop()

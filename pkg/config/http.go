@@ -20,7 +20,7 @@ type HTTPProxy struct {
 	Listen endpoint.Addr
 	// ConnectTimeout, HeaderTimeout, IdleTimeout and ReadTimeout are the
 	// proxy's timeouts; zero means the httpproxy defaults.
-	ConnectTimeout, HeaderTimeout, IdleTimeout, ReadTimeout time.Duration
+	ConnectTimeout, HeaderTimeout, IdleTimeout, ReadTimeout, TunnelIdleTimeout time.Duration
 	// MaxConns bounds live client connections; 0: no bound.
 	MaxConns int
 	// ForwardedFor adds X-Forwarded-For; off by default.
@@ -78,6 +78,10 @@ var httpSchema = map[string]spec[*httpTarget]{
 	"header_timeout":  {set: func(t *httpTarget, v string) (err error) { t.h.HeaderTimeout, err = positiveDuration(v); return err }},
 	"idle_timeout":    {set: func(t *httpTarget, v string) (err error) { t.h.IdleTimeout, err = positiveDuration(v); return err }},
 	"read_timeout":    {set: func(t *httpTarget, v string) (err error) { t.h.ReadTimeout, err = positiveDuration(v); return err }},
+	"tunnel_idle_timeout": {set: func(t *httpTarget, v string) (err error) {
+		t.h.TunnelIdleTimeout, err = positiveDuration(v)
+		return err
+	}},
 	"max_conns": {set: func(t *httpTarget, v string) (err error) {
 		t.h.MaxConns, err = parseInt(v, 0, math.MaxInt32)
 		return err

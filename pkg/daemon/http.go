@@ -46,18 +46,19 @@ func newUsers(cfg *config.Config) (*auth.Users, error) {
 func (d *Daemon) newHTTP(h config.HTTPProxy, cfg *config.Config, users *auth.Users) (*httpService, error) {
 	list := h.ACL
 	hc := httpproxy.Config{
-		Name:           h.Name,
-		Listen:         h.Listen,
-		ConnectTimeout: h.ConnectTimeout,
-		HeaderTimeout:  h.HeaderTimeout,
-		IdleTimeout:    h.IdleTimeout,
-		ReadTimeout:    h.ReadTimeout,
-		MaxConns:       h.MaxConns,
-		ForwardedFor:   h.ForwardedFor,
-		Transparent:    h.Transparent,
-		ACL:            &list,
-		Pools:          d.pools,
-		Log:            d.log,
+		Name:              h.Name,
+		Listen:            h.Listen,
+		ConnectTimeout:    h.ConnectTimeout,
+		HeaderTimeout:     h.HeaderTimeout,
+		IdleTimeout:       h.IdleTimeout,
+		ReadTimeout:       h.ReadTimeout,
+		TunnelIdleTimeout: h.TunnelIdleTimeout,
+		MaxConns:          h.MaxConns,
+		ForwardedFor:      h.ForwardedFor,
+		Transparent:       h.Transparent,
+		ACL:               &list,
+		Pools:             d.pools,
+		Log:               d.log,
 	}
 	if len(h.BlockURLs) > 0 {
 		u, err := filter.NewURLs(h.BlockURLs)

@@ -663,7 +663,7 @@ func (c *conn) runTunnel() {
 	c.state = stClosed // the relay owns both fds from here
 	c.s.stats[c.loop.ID()].Tunnels++
 	relay.Start(c.loop, c.s.pools[c.loop.ID()], c.fd, ex.up, relay.Options{
-		IdleTimeout: c.s.cfg.IdleTimeout,
+		IdleTimeout: c.s.cfg.TunnelIdleTimeout,
 		Done:        c.tunnelDone,
 	})
 }

@@ -39,6 +39,7 @@ const (
 	DefaultHeaderTimeout  = 10 * time.Second
 	DefaultIdleTimeout    = 60 * time.Second
 	DefaultReadTimeout    = 60 * time.Second
+	DefaultTunnelIdle     = time.Hour
 )
 
 // lookupTimeout bounds one DNS lookup of an origin.
@@ -63,9 +64,12 @@ type Config struct {
 	// 408 and is closed (slowloris). If zero, DefaultHeaderTimeout.
 	HeaderTimeout time.Duration
 	// IdleTimeout closes a keep-alive connection with no request for this
-	// long, and a CONNECT tunnel that moved nothing for this long. If
-	// zero, DefaultIdleTimeout.
+	// long. If zero, DefaultIdleTimeout.
 	IdleTimeout time.Duration
+	// TunnelIdleTimeout closes a CONNECT tunnel that moved nothing either
+	// way for this long (an idle tunnel costs no buffer and no timer
+	// wake-up before then). If zero, DefaultTunnelIdle.
+	TunnelIdleTimeout time.Duration
 	// ReadTimeout bounds the wait for an origin's response head and each
 	// silence of an exchange after it; without a head the client gets
 	// 504. If zero, DefaultReadTimeout.
@@ -168,6 +172,9 @@ func New(ctx context.Context, r *reactor.Reactor, cfg Config) (*Service, error) 
 	}
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = DefaultReadTimeout
+	}
+	if cfg.TunnelIdleTimeout <= 0 {
+		cfg.TunnelIdleTimeout = DefaultTunnelIdle
 	}
 	if cfg.ACL == nil {
 		cfg.ACL = acl.Default()
