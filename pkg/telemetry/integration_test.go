@@ -38,9 +38,9 @@ func openKernelOrSkip(t *testing.T, what string, want func(Source) bool) *Teleme
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !want(tel.Source()) {
+	if src := tel.Source(); !want(src) {
 		tel.Close()
-		t.Skipf("%s is not available here: %s", what, tel.Source())
+		t.Skipf("%s is not available here: %s", what, src)
 	}
 	t.Cleanup(func() {
 		if err := tel.Close(); err != nil {
