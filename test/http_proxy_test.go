@@ -279,6 +279,21 @@ func TestHTTPProxyAccessLog(t *testing.T) {
 			t.Errorf("access line %q lacks %q", line, want)
 		}
 	}
+
+	// A tunnel is logged when it ends, with the bytes it carried.
+	tlsO := startOrigin(t, true)
+	pt := startHTTPProxy(t, "--access-log", "--connect-port", tlsO.port())
+	if r := runCurl(t, pt, "-k", "https://"+tlsO.hostPort()+"/bytes/100000"); r.status != 200 {
+		t.Fatalf("tunnel: status %d %s", r.status, r.stderr)
+	}
+	line, err = pt.waitLog(5*time.Second, "msg=request", "method=CONNECT")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down, _ := logAttr(line, "bytes_down")
+	if !strings.Contains(line, "url="+tlsO.hostPort()) || !strings.Contains(line, "status=200") || len(down) < 6 {
+		t.Errorf("tunnel access line %q: want the target, status 200 and over 100000 bytes down", line)
+	}
 }
 
 // TestHTTPProxyStalePooledOrigin has an origin that closes a kept-alive

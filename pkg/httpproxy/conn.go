@@ -658,25 +658,30 @@ func (c *conn) runTunnel() {
 	}
 	c.putIn()
 	c.loop.Cancel(&c.timer)
-	ex.req.Header = nil // an idle tunnel keeps only what its log line needs
-	ex.addrs = nil
 	c.state = stClosed // the relay owns both fds from here
 	c.s.stats[c.loop.ID()].Tunnels++
+	tn := &tunnel{s: c.s, rec: c.record()} // an idle tunnel keeps only its log record
 	relay.Start(c.loop, c.s.pools[c.loop.ID()], c.fd, ex.up, relay.Options{
 		IdleTimeout: c.s.cfg.TunnelIdleTimeout,
-		Done:        c.tunnelDone,
+		Done:        tn.done,
 	})
 }
 
-func (c *conn) tunnelDone(r *relay.Relay, err error) {
-	ex := c.ex
-	ex.bytesUp += r.BytesAB()
-	ex.bytesDn += r.BytesBA()
-	st := &c.s.stats[c.loop.ID()]
+// tunnel is what a running CONNECT tunnel keeps besides its relay: its
+// access record. The client connection's state is dropped.
+type tunnel struct {
+	s   *Service
+	rec record
+}
+
+func (tn *tunnel) done(r *relay.Relay, err error) {
+	tn.rec.bytesUp += r.BytesAB()
+	tn.rec.bytesDn += r.BytesBA()
+	st := &tn.s.stats[r.Loop().ID()]
 	st.BytesUp += r.BytesAB()
 	st.BytesDown += r.BytesBA()
-	c.logAccess()
-	c.s.release()
+	tn.s.logRecord(r.Loop(), &tn.rec)
+	tn.s.release()
 }
 
 // runExchange moves the request up and the response down.
@@ -1077,26 +1082,49 @@ func (c *conn) finishExchange() {
 	c.readHead()
 }
 
-func (c *conn) logAccess() {
+// record is one access log line.
+type record struct {
+	client           netip.Addr
+	user, method     string
+	url              string
+	status           int
+	byProxy          bool // the status is sluice's own (an error it answered)
+	bytesUp, bytesDn uint64
+	start            time.Time
+}
+
+// record returns the access record of the current exchange.
+func (c *conn) record() record {
 	ex := c.ex
-	st := &c.s.stats[c.loop.ID()]
-	st.Requests++
-	if ex.status >= 400 && ex.resp == nil {
-		st.Errors++
-	}
-	if c.s.cfg.AccessLog == nil {
-		return
-	}
-	url, method := "-", "-"
+	r := record{client: c.client, user: ex.user, method: "-", url: "-", status: ex.status,
+		byProxy: ex.resp == nil, bytesUp: ex.bytesUp, bytesDn: ex.bytesDn, start: ex.start}
 	if ex.req != nil {
-		url, method = ex.req.Target, ex.req.Method
+		r.url, r.method = ex.req.Target, ex.req.Method
 	}
 	if ex.t.host != "" {
-		url = ex.t.url()
+		r.url = ex.t.url()
 	}
-	c.s.cfg.AccessLog.Info("request", "client", c.client.String(), "user", ex.user, "method", method,
-		"url", url, "status", ex.status, "bytes_up", ex.bytesUp, "bytes_down", ex.bytesDn,
-		"duration", time.Since(ex.start).Round(time.Microsecond))
+	return r
+}
+
+func (c *conn) logAccess() {
+	rec := c.record()
+	c.s.logRecord(c.loop, &rec)
+}
+
+// logRecord counts a request and writes its access line.
+func (s *Service) logRecord(l *reactor.Loop, r *record) {
+	st := &s.stats[l.ID()]
+	st.Requests++
+	if r.status >= 400 && r.byProxy {
+		st.Errors++
+	}
+	if s.cfg.AccessLog == nil {
+		return
+	}
+	s.cfg.AccessLog.Info("request", "client", r.client.String(), "user", r.user, "method", r.method,
+		"url", r.url, "status", r.status, "bytes_up", r.bytesUp, "bytes_down", r.bytesDn,
+		"duration", time.Since(r.start).Round(time.Microsecond))
 }
 
 // fail answers the client with an error status and closes after it.
