@@ -415,6 +415,17 @@ func helper() int {
 	}
 	b, _ := os.ReadFile("/proc/self/cgroup")
 	fmt.Println("source", tel.Source().RTT, strings.TrimSpace(cgroupV2Line(string(b))))
+	if os.Getenv(helperEnv) == "drop" {
+		// What a daemon with `option user` does after opening telemetry.
+		if err := syscall.Setuid(65534); err != nil {
+			fmt.Println("setuid", err)
+			return 1
+		}
+		s, err := tel.Sample()
+		fmt.Printf("sample %v|%s\n", err, s.Source)
+		fmt.Printf("close %v\n", tel.Close())
+		return 0
+	}
 	<-sig
 	if err := tel.Close(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -433,18 +444,19 @@ func cgroupV2Line(s string) string {
 }
 
 // startHelper runs the helper and returns it with the cgroup it joined.
-func startHelper(t *testing.T) (*exec.Cmd, string) {
+func startHelper(t *testing.T, mode string) (*exec.Cmd, *bufio.Reader, string) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=1")
-	out, err := cmd.StdoutPipe()
+	cmd.Env = append(os.Environ(), helperEnv+"="+mode)
+	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	line, err := bufio.NewReader(out).ReadString('\n')
+	out := bufio.NewReader(stdout)
+	line, err := out.ReadString('\n')
 	if err != nil {
 		cmd.Process.Kill()
 		cmd.Wait()
@@ -461,7 +473,7 @@ func startHelper(t *testing.T) (*exec.Cmd, string) {
 		cmd.Wait()
 		t.Skipf("sockops not loaded in the helper, no cgroup to check")
 	}
-	return cmd, f[2]
+	return cmd, out, f[2]
 }
 
 // TestIntegrationCgroupCleanup checks that sluice's cgroup holds only
@@ -475,7 +487,7 @@ func TestIntegrationCgroupCleanup(t *testing.T) {
 	}
 	tel.Close() // the helpers below are the processes under test
 
-	cmd, rel := startHelper(t)
+	cmd, _, rel := startHelper(t, "term")
 	dir := filepath.Join(root, rel)
 	want := cgroupPrefix + strconv.Itoa(cmd.Process.Pid)
 	if filepath.Base(dir) != want {
@@ -496,7 +508,7 @@ func TestIntegrationCgroupCleanup(t *testing.T) {
 		t.Errorf("cgroup %s still there after SIGTERM (stat: %v)", dir, err)
 	}
 
-	cmd, rel = startHelper(t)
+	cmd, _, rel = startHelper(t, "kill")
 	dir = filepath.Join(root, rel)
 	cmd.Process.Kill()
 	cmd.Wait()
@@ -510,5 +522,48 @@ func TestIntegrationCgroupCleanup(t *testing.T) {
 	defer tel2.Close()
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("stale cgroup %s not removed by the next Open (stat: %v)", dir, err)
+	}
+}
+
+// TestIntegrationPrivilegeDrop checks a process that drops root after
+// Open: sampling goes on (from the maps where the kernel still lets the
+// open map fds be read, from /proc where it refuses), Close cannot move
+// the process back, and the cgroup left behind is removed by the next Open.
+func TestIntegrationPrivilegeDrop(t *testing.T) {
+	openKernelOrSkip(t, "sockops on cgroup v2", func(s Source) bool { return s.RTT == RTTSockops }).Close()
+	root, err := cgroup2Mount("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, out, rel := startHelper(t, "drop")
+	rest, _ := io.ReadAll(out)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("helper: %v; said %s", err, rest)
+	}
+	t.Logf("helper after setuid: %s", rest)
+	lines := strings.Split(strings.TrimSpace(string(rest)), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("helper said %q, want a sample and a close line", rest)
+	}
+	switch {
+	case strings.HasPrefix(lines[0], "sample <nil>|ebpf ("):
+	case strings.HasPrefix(lines[0], "sample <nil>|proc (") && strings.Contains(lines[0], "reading eBPF maps failed"):
+	default:
+		t.Errorf("sample after dropping privileges: %q, want no error, and the reason if it fell back to /proc", lines[0])
+	}
+	dir := filepath.Join(root, rel)
+	if _, err := os.Stat(dir); err != nil {
+		if !strings.HasPrefix(lines[1], "close <nil>") {
+			t.Errorf("close said %q and the cgroup is gone (stat: %v)", lines[1], err)
+		}
+		return // the kernel let the unprivileged process move back
+	}
+	tel, err := Open(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.Close()
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("cgroup %s left by the unprivileged process not removed by the next Open (stat: %v)", dir, err)
 	}
 }

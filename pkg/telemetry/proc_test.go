@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"errors"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -161,4 +162,46 @@ func threadCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ts.Nano())
+}
+
+// failingKernel is an eBPF source whose maps can no longer be read.
+type failingKernel struct{ closed bool }
+
+var errDenied = errors.New("operation not permitted")
+
+func (*failingKernel) source(s *Source) {
+	*s = Source{Bytes: BytesSockops, CPU: CPUSchedSwitch, RTT: RTTSockops}
+}
+func (*failingKernel) threads([]Thread) error { return errDenied }
+func (*failingKernel) sockets() ([]Socket, uint64, uint64, error) {
+	return nil, 0, 0, errDenied
+}
+func (k *failingKernel) close() error { k.closed = true; return nil }
+
+func TestSampleFallsBackWhenMapsFail(t *testing.T) {
+	var relayed atomic.Uint64
+	tel, err := Open(Config{ProcOnly: true, RelayBytes: relayed.Load})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &failingKernel{}
+	tel.kernel, tel.reading = k, true
+	k.source(&tel.src)
+	s, err := tel.Sample()
+	if err != nil {
+		t.Fatalf("sample with unreadable maps: %v, want a /proc sample", err)
+	}
+	if s.Source.EBPF() || s.Interval != 0 {
+		t.Errorf("sample source %s interval %v, want /proc only and a first interval", s.Source, s.Interval)
+	}
+	if got := tel.Source().String(); !strings.Contains(got, "reading eBPF maps failed") || !strings.Contains(got, errDenied.Error()) {
+		t.Errorf("source %q does not say why it fell back", got)
+	}
+	relayed.Add(100)
+	if s, err = tel.Sample(); err != nil || s.Bytes != 100 {
+		t.Errorf("next sample: %d bytes, %v; want 100 from the relay counters", s.Bytes, err)
+	}
+	if err := tel.Close(); err != nil || !k.closed {
+		t.Errorf("close: %v, programs closed %v; want nil and true", err, k.closed)
+	}
 }

@@ -26,6 +26,7 @@ package telemetry
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -170,6 +171,10 @@ type Telemetry struct {
 	kernel kernelSource // nil: /proc and relay counters only
 	src    Source
 
+	// reading is set while the kernel source is read; cleared for good
+	// when reading fails (see Sample).
+	reading bool
+
 	mu        sync.Mutex
 	last      time.Time
 	started   bool
@@ -199,7 +204,7 @@ func Open(cfg Config) (*Telemetry, error) {
 		k, why := openKernel(cfg, os.Getpid())
 		t.src.Fallbacks = why
 		if k != nil {
-			t.kernel = k
+			t.kernel, t.reading = k, true
 			k.source(&t.src)
 		}
 	}
@@ -217,10 +222,43 @@ func (t *Telemetry) Source() Source {
 }
 
 // Sample reads every source and returns what changed since the previous
-// call.
+// call. If the eBPF maps can no longer be read (most often: the process
+// dropped its privileges, and bpf(2) needs CAP_BPF even on an open map),
+// telemetry falls back to /proc and the relay counters for good, says so
+// in Source().Fallbacks, and returns a first sample of the new sources
+// (Interval zero).
 func (t *Telemetry) Sample() (Snapshot, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	snap, err := t.sample()
+	var kerr kernelError
+	if errors.As(err, &kerr) {
+		t.degrade(kerr)
+		return t.sample()
+	}
+	return snap, err
+}
+
+// kernelError is a failure to read the eBPF maps.
+type kernelError struct{ error }
+
+func (e kernelError) Unwrap() error { return e.error }
+
+// degrade switches to /proc and the relay counters after err, starting
+// their intervals afresh. The programs stay attached until Close.
+func (t *Telemetry) degrade(err error) {
+	fallbacks := append(slices.Clone(t.src.Fallbacks), fmt.Sprintf("reading eBPF maps failed, using /proc (privileges dropped?): %v", err))
+	t.src = Source{Bytes: BytesRelay, CPU: CPUProc, RTT: RTTNone, Fallbacks: fallbacks}
+	t.reading = false
+	t.started = false
+	t.threads, t.socks = map[int]Thread{}, map[uint64]Socket{}
+	t.lastBytes, t.exitedBytes, t.baseBytes = 0, 0, 0
+	if t.cfg.RelayBytes != nil {
+		t.baseBytes = t.cfg.RelayBytes()
+	}
+}
+
+func (t *Telemetry) sample() (Snapshot, error) {
 	now := time.Now()
 	snap := Snapshot{At: now, Source: t.src}
 	if t.started {
@@ -232,9 +270,9 @@ func (t *Telemetry) Sample() (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("sample telemetry: %w", err)
 	}
-	if t.kernel != nil {
+	if t.reading {
 		if err := t.kernel.threads(ts); err != nil {
-			return Snapshot{}, fmt.Errorf("sample telemetry: %w", err)
+			return Snapshot{}, kernelError{fmt.Errorf("sample telemetry: %w", err)}
 		}
 	}
 	seen := make(map[int]Thread, len(ts))
@@ -262,7 +300,7 @@ func (t *Telemetry) Sample() (Snapshot, error) {
 	var closedAcked uint64
 	if t.src.RTT == RTTSockops {
 		if live, closedAcked, _, err = t.kernel.sockets(); err != nil {
-			return Snapshot{}, fmt.Errorf("sample telemetry: %w", err)
+			return Snapshot{}, kernelError{fmt.Errorf("sample telemetry: %w", err)}
 		}
 		socks := make(map[uint64]Socket, len(live))
 		for _, s := range live {
@@ -310,7 +348,7 @@ func (t *Telemetry) Close() error {
 		return nil
 	}
 	err := t.kernel.close()
-	t.kernel = nil
+	t.kernel, t.reading = nil, false
 	t.src = Source{Bytes: BytesRelay, CPU: CPUProc, RTT: RTTNone, Fallbacks: []string{"closed"}}
 	if err != nil {
 		return fmt.Errorf("close telemetry: %w", err)
