@@ -3,6 +3,7 @@ package test
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"net"
@@ -339,5 +340,53 @@ func TestHTTPProxyStalePooledOrigin(t *testing.T) {
 	}
 	if n := conns.Load(); n != 2 {
 		t.Errorf("origin saw %d connections, want 2 (one pooled, one after the stale one)", n)
+	}
+}
+
+// TestHTTPProxyBackpressure downloads through a client that reads slowly
+// and uploads to an origin that reads slowly, so both directions fill the
+// socket buffers and wait for writability; bodies must arrive intact.
+func TestHTTPProxyBackpressure(t *testing.T) {
+	const n = 4_000_000
+	o := startOrigin(t, false)
+	slowOrigin := startOrigin(t, false)
+	slowOrigin.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		buf := make([]byte, 16384)
+		for {
+			k, err := r.Body.Read(buf)
+			h.Write(buf[:k])
+			if err != nil {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		fmt.Fprintf(w, "%x", h.Sum(nil))
+	})
+	p := startHTTPProxy(t)
+
+	c := p.dial(t)
+	fmt.Fprintf(c, "GET http://%[1]s/chunked/%[2]d HTTP/1.1\r\nHost: %[1]s\r\n\r\n", o.hostPort(), n)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	buf := make([]byte, 8192)
+	for {
+		k, err := resp.Body.Read(buf)
+		h.Write(buf[:k])
+		if err != nil {
+			break
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	if got := fmt.Sprintf("%x", h.Sum(nil)); got != sha(pattern(n)) {
+		t.Errorf("slow reader got a different body")
+	}
+
+	r := runCurl(t, p, "--data-binary", "@"+writeFile(t, pattern(n)), "http://"+slowOrigin.hostPort()+"/")
+	if r.status != 200 || string(r.body) != sha(pattern(n)) {
+		t.Errorf("upload to a slow origin: status %d, origin sha %s", r.status, r.body)
 	}
 }

@@ -3,6 +3,7 @@ package test
 import (
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -228,5 +229,46 @@ func TestHTTPProxyConnectPortDefault(t *testing.T) {
 		if statusOf(got) != 403 {
 			t.Errorf("CONNECT %s: %q, want 403", target, firstLine(got))
 		}
+	}
+}
+
+// TestHTTPProxyGarbage sends 300 connections of random bytes, and random
+// mutations of a valid request: sluice must answer or close each, and
+// still serve a normal request afterwards.
+func TestHTTPProxyGarbage(t *testing.T) {
+	o := startOrigin(t, false)
+	p := startHTTPProxy(t, "--header-timeout", "1s")
+	valid := "POST http://" + o.hostPort() + "/echo HTTP/1.1\r\nHost: " + o.hostPort() + "\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+	rng := rand.New(rand.NewPCG(7, 7))
+	for i := range 300 {
+		var b []byte
+		if i%2 == 0 {
+			b = make([]byte, 1+rng.IntN(2000))
+			for j := range b {
+				b[j] = byte(rng.IntN(256))
+			}
+		} else {
+			b = []byte(valid)
+			for range 1 + rng.IntN(4) {
+				b[rng.IntN(len(b))] = byte(rng.IntN(256))
+			}
+		}
+		c := p.dial(t)
+		_, _ = c.Write(b)
+		if cw, ok := c.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadAll(c); err != nil {
+			t.Fatalf("connection %d: %v (sluice neither answered nor closed)", i, err)
+		}
+		c.Close()
+	}
+	if p.exited() {
+		t.Fatalf("sluice exited: %s", p.stderr.String())
+	}
+	r := runCurl(t, p, "http://"+o.hostPort()+"/echo")
+	if r.status != 200 {
+		t.Errorf("after the garbage: status %d", r.status)
 	}
 }
