@@ -491,11 +491,21 @@ func (c *conn) resolve() {
 		c.resolved([]netip.Addr{ip}, nil)
 		return
 	}
+	cache := &c.s.dns[c.loop.ID()]
+	if ips, ok := cache.get(host, c.loop.Now()); ok {
+		c.resolved(ips, nil)
+		return
+	}
 	err := c.s.reactor.Pool().Submit(c.loop, func() func() {
 		ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
 		defer cancel()
 		ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-		return func() { c.resolved(ips, err) }
+		return func() {
+			if err == nil {
+				cache.put(host, ips, c.loop.Now())
+			}
+			c.resolved(ips, err)
+		}
 	})
 	if err != nil {
 		c.fail(503, "server busy")

@@ -140,6 +140,7 @@ type Service struct {
 	pools   []*relay.Pool
 	bufs    []bufPool    // one per loop
 	origins []originPool // one per loop: idle keep-alive origin connections
+	dns     []dnsCache   // one per loop: recent lookups
 	log     *slog.Logger
 	warn    *ratelog.Logger
 	stats   []Stats // one per loop, owned by it
@@ -199,6 +200,7 @@ func New(ctx context.Context, r *reactor.Reactor, cfg Config) (*Service, error) 
 		idle:    make(chan struct{}, 1),
 	}
 	s.origins = make([]originPool, len(r.Loops()))
+	s.dns = make([]dnsCache, len(r.Loops()))
 	for i, l := range r.Loops() {
 		s.bufs[i].size = bufSize(cfg.Limits)
 		s.origins[i].loop = l

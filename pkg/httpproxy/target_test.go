@@ -1,6 +1,8 @@
 package httpproxy
 
 import (
+	"fmt"
+	"net/netip"
 	"testing"
 
 	"github.com/sluice-proxy/sluice/pkg/httpmsg"
@@ -89,5 +91,28 @@ func TestErrorResponse(t *testing.T) {
 	}
 	if _, _, err := httpmsg.ParseResponse([]byte(r), httpmsg.Limits{}, "GET"); err != nil {
 		t.Errorf("our own error response does not parse: %v", err)
+	}
+}
+
+func TestDNSCache(t *testing.T) {
+	var d dnsCache
+	a := []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("::ffff:192.0.2.2")}
+	d.put("a.example", a, 0)
+	got, ok := d.get("a.example", dnsTTL-1)
+	if !ok || len(got) != 2 || got[0] != a[0] {
+		t.Fatalf("get = %v, %v", got, ok)
+	}
+	got[0] = netip.Addr{} // callers may change their copy
+	if again, _ := d.get("a.example", 1); again[0] != a[0] {
+		t.Error("the cached answer changed through a copy")
+	}
+	if _, ok := d.get("a.example", dnsTTL); ok {
+		t.Error("expired entry returned")
+	}
+	for i := range dnsCacheMax + 10 {
+		d.put(fmt.Sprintf("h%d.example", i), a, 0)
+	}
+	if len(d.m) > dnsCacheMax {
+		t.Errorf("%d entries, bound %d", len(d.m), dnsCacheMax)
 	}
 }
