@@ -265,9 +265,9 @@ func (b *bpfSource) threads(ts []Thread) error {
 	return nil
 }
 
-func (b *bpfSource) sockets() ([]Socket, uint64, uint64, error) {
+func (b *bpfSource) sockets() ([]Socket, uint64, error) {
 	if b.socketStats == nil {
-		return nil, 0, 0, nil
+		return nil, 0, nil
 	}
 	var live []Socket
 	var cookie uint64
@@ -282,12 +282,12 @@ func (b *bpfSource) sockets() ([]Socket, uint64, uint64, error) {
 		})
 	}
 	if err := it.Err(); err != nil {
-		return nil, 0, 0, fmt.Errorf("read sockets: %w", err)
+		return nil, 0, fmt.Errorf("read sockets: %w", err)
 	}
 	if err := b.closedStats.Lookup(uint32(0), &st); err != nil {
-		return nil, 0, 0, fmt.Errorf("read closed sockets: %w", err)
+		return nil, 0, fmt.Errorf("read closed sockets: %w", err)
 	}
-	return live, st.BytesAcked, st.BytesReceived, nil
+	return live, st.BytesAcked, nil
 }
 
 func (b *bpfSource) close() error {

@@ -172,11 +172,9 @@ var errDenied = errors.New("operation not permitted")
 func (*failingKernel) source(s *Source) {
 	*s = Source{Bytes: BytesSockops, CPU: CPUSchedSwitch, RTT: RTTSockops}
 }
-func (*failingKernel) threads([]Thread) error { return errDenied }
-func (*failingKernel) sockets() ([]Socket, uint64, uint64, error) {
-	return nil, 0, 0, errDenied
-}
-func (k *failingKernel) close() error { k.closed = true; return nil }
+func (*failingKernel) threads([]Thread) error             { return errDenied }
+func (*failingKernel) sockets() ([]Socket, uint64, error) { return nil, 0, errDenied }
+func (k *failingKernel) close() error                     { k.closed = true; return nil }
 
 func TestSampleFallsBackWhenMapsFail(t *testing.T) {
 	var relayed atomic.Uint64

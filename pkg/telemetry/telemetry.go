@@ -158,24 +158,23 @@ type kernelSource interface {
 	// threads fills CPUTotal (if counted) and SentTotal (if counted) for
 	// the listed threads.
 	threads(ts []Thread) error
-	// sockets returns live sockets (totals only) and the totals of closed
-	// ones: acked and received bytes.
-	sockets() (live []Socket, closedAcked, closedReceived uint64, err error)
+	// sockets returns live sockets (totals only) and the bytes acked on
+	// sockets that have closed.
+	sockets() (live []Socket, closedAcked uint64, err error)
 	close() error
 }
 
 // Telemetry samples the active sources. Its methods are safe for
 // concurrent use.
 type Telemetry struct {
-	cfg    Config
+	cfg Config
+
+	mu     sync.Mutex   // guards everything below
 	kernel kernelSource // nil: /proc and relay counters only
 	src    Source
-
 	// reading is set while the kernel source is read; cleared for good
 	// when reading fails (see Sample).
-	reading bool
-
-	mu        sync.Mutex
+	reading   bool
 	last      time.Time
 	started   bool
 	lastBytes uint64
@@ -299,7 +298,7 @@ func (t *Telemetry) sample() (Snapshot, error) {
 	var live []Socket
 	var closedAcked uint64
 	if t.src.RTT == RTTSockops {
-		if live, closedAcked, _, err = t.kernel.sockets(); err != nil {
+		if live, closedAcked, err = t.kernel.sockets(); err != nil {
 			return Snapshot{}, kernelError{fmt.Errorf("sample telemetry: %w", err)}
 		}
 		socks := make(map[uint64]Socket, len(live))
