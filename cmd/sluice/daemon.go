@@ -133,6 +133,7 @@ func printSummary(w io.Writer, cfg *config.Config) {
 	for _, name := range cfg.Disabled {
 		fmt.Fprintf(w, "forward '%s': disabled\n", name)
 	}
+	printHTTPSummary(w, cfg)
 }
 
 func orNever(d time.Duration) string {

@@ -57,8 +57,9 @@ type Config struct {
 	Forwards []Forward // enabled forward sections, in file order
 	// HTTPProxies are the enabled http_proxy sections; Users the user
 	// sections (see http.go).
-	HTTPProxies []HTTPProxy
-	Users       []User
+	HTTPProxies  []HTTPProxy
+	HTTPDisabled []string // http_proxy sections with `option enabled '0'`
+	Users        []User
 	// Disabled names the forward sections with `option enabled '0'`.
 	Disabled []string
 }

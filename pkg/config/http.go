@@ -170,7 +170,7 @@ func parseHTTPSection(cfg *Config, s *Section, fail failFunc) bool {
 		if enabled {
 			cfg.HTTPProxies = append(cfg.HTTPProxies, h)
 		} else {
-			cfg.Disabled = append(cfg.Disabled, h.Name)
+			cfg.HTTPDisabled = append(cfg.HTTPDisabled, h.Name)
 		}
 	case "user":
 		u := User{Name: s.Name, Line: s.Line}

@@ -52,8 +52,8 @@ config http_proxy 'off'
 	if u := cfg.Users[0]; u.Name != "alice" || u.Hash != hash || len(u.Addresses) != 1 || u.Class != "kids" {
 		t.Errorf("user %+v", u)
 	}
-	if len(cfg.Disabled) != 1 || cfg.Disabled[0] != "off" {
-		t.Errorf("disabled %v", cfg.Disabled)
+	if len(cfg.HTTPDisabled) != 1 || cfg.HTTPDisabled[0] != "off" || len(cfg.Disabled) != 0 {
+		t.Errorf("disabled %v, http disabled %v", cfg.Disabled, cfg.HTTPDisabled)
 	}
 }
 
