@@ -567,7 +567,9 @@ func (c *conn) dialNext() {
 	ip := ex.addrs[ex.next]
 	ex.next++
 	ex.key = netip.AddrPortFrom(ip, uint16(ex.t.port))
-	if !ex.tunnel {
+	// Only a request without a body goes on a pooled connection: if the
+	// origin closed it meanwhile, such a request can be sent again.
+	if !ex.tunnel && ex.req.Framing == httpmsg.NoBody {
 		if fd := c.s.origins[c.loop.ID()].take(ex.key); fd >= 0 {
 			ex.reused = true
 			c.connected(fd, nil)
@@ -721,7 +723,8 @@ func (c *conn) runExchange() {
 	}
 }
 
-// errUpstream marks failures of the origin side.
+// upstreamError marks failures of the origin side: before a response
+// head they become a 502.
 type upstreamError struct{ err error }
 
 func (e upstreamError) Error() string { return e.err.Error() }
