@@ -232,7 +232,18 @@ func (t *Tuner) step() bool {
 		}
 	}
 	t.last = counts
-	m.MemAvailable, m.MemTotal = meminfo(t.cfg.ProcRoot)
+	if haveCPU {
+		m.MemAvailable, m.MemTotal = snap.MemAvailable, snap.MemTotal
+		// The bulk class's RTT: the largest smoothed RTT among sockets
+		// that moved bytes (sockops; none on kernels without it).
+		for _, sk := range snap.Sockets {
+			if sk.Acked > 0 || sk.Received > 0 {
+				m.Classes[tune.Bulk].RTT = max(m.Classes[tune.Bulk].RTT, sk.SRTT)
+			}
+		}
+	} else {
+		m.MemAvailable, m.MemTotal = meminfo(t.cfg.ProcRoot)
+	}
 	if t.cfg.MemCap > 0 && t.cfg.MemUsed != nil {
 		m.MemCap, m.MemUsed = t.cfg.MemCap, t.cfg.MemUsed()
 	}
