@@ -47,6 +47,21 @@ func TestDaemonHTTPProxy(t *testing.T) {
 		t.Error(err)
 	}
 
+	st := daemonStats(t, cfg)
+	found := false
+	for _, sv := range st["services"].([]any) {
+		m := sv.(map[string]any)
+		if m["type"] == "http_proxy" && m["name"] == "web" {
+			found = true
+			if m["relayed"].(float64) < 3 || m["accepted"].(float64) < 3 {
+				t.Errorf("stats for the http proxy: %v", m)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("sluice stats lists no http_proxy: %v", st["services"])
+	}
+
 	cfg.write(t, users+httpSection("web", listen, "option auth '1'", "list rule 'deny dest 127.0.0.0/8'"))
 	p.signal(syscall.SIGHUP)
 	if _, err := p.waitLog(5*time.Second, "msg=reloaded", "problems=0"); err != nil {

@@ -204,3 +204,20 @@ func (d *Daemon) drainHTTP(ctx context.Context, wg *sync.WaitGroup) {
 		}()
 	}
 }
+
+// httpStats are the running http proxies' figures for `sluice stats`:
+// Accepted counts client connections, Relayed requests and tunnels
+// answered, Refused the requests sluice answered with an error itself.
+// Called with d.mu held.
+func (d *Daemon) httpStats(ctx context.Context) []ServiceStats {
+	var out []ServiceStats
+	for _, s := range d.http.running {
+		ss := ServiceStats{Name: s.cfg.Name, Type: "http_proxy", Listen: []string{s.svc.Addr()}, Active: s.svc.Active()}
+		if hs, err := s.svc.Snapshot(ctx); err == nil {
+			ss.Accepted, ss.Relayed, ss.Refused = hs.Accepted, hs.Requests, hs.Errors
+			ss.BytesUp, ss.BytesDown = hs.BytesUp, hs.BytesDown
+		}
+		out = append(out, ss)
+	}
+	return out
+}

@@ -95,6 +95,7 @@ func (d *Daemon) Stats() Stats {
 	for s := range d.draining {
 		add(s, true)
 	}
+	st.Services = append(st.Services, d.httpStats(ctx)...)
 	sort.Slice(st.Services, func(i, j int) bool {
 		a, b := st.Services[i], st.Services[j]
 		if a.Draining != b.Draining {
