@@ -86,7 +86,7 @@ for t in sys endpoint; do
 		echo "$out" | tail -n 30
 		bad "go test pkg/$t"
 	fi
-	echo "$out" | grep -o 'VSOCK-SPLICE: .*' | sed 's/^/BOARD-MEASURE: /'
+	echo "$out" | grep -o 'VSOCK-[A-Z]*[: ].*' | sed 's/^/BOARD-MEASURE: /'
 done
 
 # 4. A TCP forward relays 64 MiB up and 8 MiB down byte-exact, with
