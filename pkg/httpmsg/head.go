@@ -58,14 +58,20 @@ func ParseRequest(b []byte, lim Limits) (*Request, int, error) {
 		return nil, 0, err
 	}
 	req := &Request{}
-	if err := parseRequestLine(line, req); err != nil {
-		return nil, 0, err
-	}
-	h, end, err := parseFields(b, next, lim)
+	mEnd, tStart, tEnd, err := parseRequestLine(line, req)
 	if err != nil {
 		return nil, 0, err
 	}
-	req.Header = h
+	var spanBuf [24]span
+	spans, end, err := parseFields(b, next, lim, spanBuf[:0])
+	if err != nil {
+		return nil, 0, err
+	}
+	// One string holds the whole head; the method, target and fields
+	// are slices of it.
+	head := string(b[:end])
+	req.Method, req.Target = head[pos:pos+mEnd], head[pos+tStart:pos+tEnd]
+	req.Header = buildHeader(head, spans)
 	if err := req.check(); err != nil {
 		return nil, 0, err
 	}
@@ -84,11 +90,16 @@ func ParseResponse(b []byte, lim Limits, method string) (*Response, int, error) 
 	if err := parseStatusLine(line, resp); err != nil {
 		return nil, 0, err
 	}
-	h, end, err := parseFields(b, next, lim)
+	var spanBuf [24]span
+	spans, end, err := parseFields(b, next, lim, spanBuf[:0])
 	if err != nil {
 		return nil, 0, err
 	}
-	resp.Header = h
+	head := string(b[:end])
+	if len(line) > 13 {
+		resp.Reason = head[13:len(line)]
+	}
+	resp.Header = buildHeader(head, spans)
 	if err := resp.check(method); err != nil {
 		return nil, 0, err
 	}
@@ -127,35 +138,36 @@ func nextLine(b []byte, pos int, lim Limits) ([]byte, int, error) {
 	return line, pos + i + 1, nil
 }
 
-func parseRequestLine(line []byte, req *Request) error {
+// parseRequestLine checks a request line and sets req.Version; it returns
+// where the method ends and the target starts and ends, within line.
+func parseRequestLine(line []byte, req *Request) (mEnd, tStart, tEnd int, err error) {
 	sp1 := bytes.IndexByte(line, ' ')
 	if sp1 <= 0 {
-		return bad("malformed request line")
+		return 0, 0, 0, bad("malformed request line")
 	}
-	method := line[:sp1]
-	if !isToken(method) {
-		return bad("invalid method")
+	if !isToken(line[:sp1]) {
+		return 0, 0, 0, bad("invalid method")
 	}
 	rest := line[sp1+1:]
 	sp2 := bytes.IndexByte(rest, ' ')
 	if sp2 <= 0 {
-		return bad("malformed request line")
+		return 0, 0, 0, bad("malformed request line")
 	}
 	target, proto := rest[:sp2], rest[sp2+1:]
 	for _, c := range target {
 		if c <= ' ' || c >= 0x7f {
-			return bad("invalid character in request target")
+			return 0, 0, 0, bad("invalid character in request target")
 		}
 	}
 	v, ok := parseVersion(proto)
 	if !ok {
 		if bytes.HasPrefix(proto, []byte("HTTP/")) && len(proto) == 8 && proto[6] == '.' {
-			return &Error{Status: 505, Reason: "HTTP version not supported"}
+			return 0, 0, 0, &Error{Status: 505, Reason: "HTTP version not supported"}
 		}
-		return bad("malformed HTTP version")
+		return 0, 0, 0, bad("malformed HTTP version")
 	}
-	req.Method, req.Target, req.Version = string(method), string(target), v
-	return nil
+	req.Version = v
+	return sp1, sp1 + 1, sp1 + 1 + sp2, nil
 }
 
 func parseVersion(p []byte) (Version, bool) {
@@ -186,35 +198,36 @@ func parseStatusLine(line []byte, resp *Response) error {
 	if code < 100 {
 		return bad("malformed status code")
 	}
-	var reason []byte
 	if len(line) > 13 {
-		reason = line[13:]
-	}
-	for _, c := range reason {
-		if !isFieldChar(c) {
-			return bad("invalid character in reason phrase")
+		for _, c := range line[13:] {
+			if !isFieldChar(c) {
+				return bad("invalid character in reason phrase")
+			}
 		}
 	}
-	resp.Version, resp.Status, resp.Reason = v, code, string(reason)
+	resp.Version, resp.Status = v, code
 	return nil
 }
 
-// parseFields parses field lines from pos through the empty line and
-// returns them with the position after the head.
-func parseFields(b []byte, pos int, lim Limits) (Header, int, error) {
-	var h Header
+// span locates one field's name and value in the head.
+type span struct{ ns, ne, vs, ve int }
+
+// parseFields parses field lines from pos through the empty line,
+// appending where each name and value are to spans, and returns the
+// position after the head.
+func parseFields(b []byte, pos int, lim Limits, spans []span) ([]span, int, error) {
 	for {
 		line, next, err := nextLine(b, pos, lim)
 		if err != nil {
 			return nil, 0, err
 		}
 		if len(line) == 0 {
-			return h, next, nil
+			return spans, next, nil
 		}
 		if line[0] == ' ' || line[0] == '\t' {
 			return nil, 0, bad("obsolete line folding")
 		}
-		if len(h) == lim.MaxFields {
+		if len(spans) == lim.MaxFields {
 			return nil, 0, &Error{Status: 431, Reason: "too many header fields"}
 		}
 		colon := bytes.IndexByte(line, ':')
@@ -225,15 +238,33 @@ func parseFields(b []byte, pos int, lim Limits) (Header, int, error) {
 		if !isToken(name) {
 			return nil, 0, bad("invalid header field name %q", clip(name))
 		}
-		value := trimOWS(line[colon+1:])
-		for _, c := range value {
+		vs, ve := colon+1, len(line)
+		for vs < ve && (line[vs] == ' ' || line[vs] == '\t') {
+			vs++
+		}
+		for ve > vs && (line[ve-1] == ' ' || line[ve-1] == '\t') {
+			ve--
+		}
+		for _, c := range line[vs:ve] {
 			if !isFieldChar(c) {
 				return nil, 0, bad("invalid character in field %s", name)
 			}
 		}
-		h = append(h, Field{Name: string(name), Value: string(value)})
+		spans = append(spans, span{ns: pos, ne: pos + colon, vs: pos + vs, ve: pos + ve})
 		pos = next
 	}
+}
+
+// buildHeader makes the fields of spans, as slices of head.
+func buildHeader(head string, spans []span) Header {
+	if len(spans) == 0 {
+		return nil
+	}
+	h := make(Header, len(spans))
+	for i, sp := range spans {
+		h[i] = Field{Name: head[sp.ns:sp.ne], Value: head[sp.vs:sp.ve]}
+	}
+	return h
 }
 
 func clip(b []byte) []byte {
@@ -404,8 +435,15 @@ func splitList(v string) []string {
 		for i < len(v) && v[i] != ',' {
 			i++
 		}
-		if e := trimOWS([]byte(v[:i])); len(e) > 0 {
-			out = append(out, string(e))
+		e := v[:i]
+		for len(e) > 0 && (e[0] == ' ' || e[0] == '\t') {
+			e = e[1:]
+		}
+		for len(e) > 0 && (e[len(e)-1] == ' ' || e[len(e)-1] == '\t') {
+			e = e[:len(e)-1]
+		}
+		if len(e) > 0 {
+			out = append(out, e)
 		}
 		if i == len(v) {
 			break
@@ -413,16 +451,6 @@ func splitList(v string) []string {
 		v = v[i+1:]
 	}
 	return out
-}
-
-func trimOWS(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
-		b = b[1:]
-	}
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 // isToken reports whether b is a non-empty RFC 9110 token.
