@@ -390,3 +390,99 @@ func TestHTTPProxyBackpressure(t *testing.T) {
 		t.Errorf("upload to a slow origin: status %d, origin sha %s", r.status, r.body)
 	}
 }
+
+// TestHTTPProxyResponseFraming has a raw origin answer with every way a
+// response body can end (or not exist) and checks what a keep-alive client
+// gets through sluice, on one client connection where the framing allows.
+func TestHTTPProxyResponseFraming(t *testing.T) {
+	answers := map[string]string{
+		"/close":    "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the origin closes",
+		"/204":      "HTTP/1.1 204 No Content\r\n\r\n",
+		"/304":      "HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n",
+		"/head":     "HTTP/1.1 200 OK\r\nContent-Length: 12345\r\n\r\n",
+		"/trailers": "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n4\r\nwiki\r\n5;ext=1\r\npedia\r\n0\r\nX-T: done\r\n\r\n",
+		"/early":    "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					fmt.Fprint(c, answers[req.URL.Path])
+					if req.URL.Path == "/close" {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	p := startHTTPProxy(t)
+	c := p.dial(t)
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	origin := ln.Addr().String()
+	ask := func(method, path string) (*http.Response, string) {
+		t.Helper()
+		fmt.Fprintf(c, "%s http://%s%s HTTP/1.1\r\nHost: %s\r\n\r\n", method, origin, path, origin)
+		req := &http.Request{Method: method}
+		resp, err := http.ReadResponse(br, req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("%s %s: body: %v", method, path, err)
+		}
+		resp.Body.Close()
+		return resp, string(b)
+	}
+	for _, tc := range []struct{ method, path, body string }{
+		{"GET", "/204", ""},
+		{"GET", "/304", ""},
+		{"HEAD", "/head", ""},
+		{"GET", "/trailers", "wikipedia"},
+		{"GET", "/early", "ok"},
+	} {
+		resp, body := ask(tc.method, tc.path)
+		if tc.path == "/early" {
+			// The interim 103 comes first, as the origin sent it.
+			if resp.StatusCode != 103 || resp.Header.Get("Link") != "</a.css>" {
+				t.Errorf("GET /early: first response %d Link %q, want the 103", resp.StatusCode, resp.Header.Get("Link"))
+			}
+			resp, err = http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("GET /early: final response: %v", err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			body = string(b)
+		}
+		if body != tc.body || resp.Close {
+			t.Errorf("%s %s: body %q close %v, want %q on a kept connection", tc.method, tc.path, body, resp.Close, tc.body)
+		}
+		if tc.path == "/trailers" && resp.Trailer.Get("X-T") != "done" {
+			t.Errorf("trailer X-T = %q, want done", resp.Trailer.Get("X-T"))
+		}
+		if tc.path == "/head" && resp.ContentLength != 12345 {
+			t.Errorf("HEAD Content-Length %d, want 12345", resp.ContentLength)
+		}
+	}
+	resp, body := ask("GET", "/close")
+	if body != "until the origin closes" || !resp.Close {
+		t.Errorf("close-delimited body: %q close %v, want the body and Connection: close", body, resp.Close)
+	}
+}
