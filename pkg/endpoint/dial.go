@@ -34,8 +34,15 @@ func Dial(l *reactor.Loop, sa sys.Sockaddr, timeout time.Duration, done DialFunc
 		done(-1, fmt.Errorf("connect %s: %w", FormatSockaddr(sa), err))
 		return
 	}
-	if fam == sys.AFInet || fam == sys.AFInet6 {
+	switch fam {
+	case sys.AFInet, sys.AFInet6:
 		sys.SetNoDelay(fd)
+	case sys.AFVsock:
+		// The kernel would give up after its own 2 s default; let the
+		// timer below decide (best effort: an error leaves the default).
+		if timeout > 0 {
+			_ = sys.SetVsockConnectTimeout(fd, timeout)
+		}
 	}
 	err = sys.Connect(fd, sa)
 	if err != nil && !sys.IsInProgress(err) {

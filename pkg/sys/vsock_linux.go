@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -59,4 +60,13 @@ func vsockProbeError(err error) error {
 		return fmt.Errorf("%w (socket AF_VSOCK: %w)", ErrVsockUnsupported, err)
 	}
 	return os.NewSyscallError("socket AF_VSOCK", err)
+}
+
+// SetVsockConnectTimeout sets how long the kernel lets a connect on the
+// AF_VSOCK socket fd wait for the peer (SO_VM_SOCKETS_CONNECT_TIMEOUT). The
+// kernel applies it to non-blocking connects too, and its default is 2 s.
+func SetVsockConnectTimeout(fd int, d time.Duration) error {
+	tv := unix.NsecToTimeval(d.Nanoseconds())
+	return os.NewSyscallError("setsockopt SO_VM_SOCKETS_CONNECT_TIMEOUT",
+		unix.SetsockoptTimeval(fd, unix.AF_VSOCK, unix.SO_VM_SOCKETS_CONNECT_TIMEOUT, &tv))
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -153,4 +154,26 @@ func TestIntegrationVsockSplice(t *testing.T) {
 		t.Fatal("bytes spliced through vsock differ from the ones sent")
 	}
 	t.Logf("VSOCK-SPLICE: splice works both ways on AF_VSOCK (%d bytes each way, byte-exact)", len(msg))
+}
+
+// TestIntegrationVsockConnectTimeout checks that the kernel takes the
+// connect timeout endpoint.Dial sets on vsock sockets, with the timeval
+// layout of this architecture (32-bit boards included).
+func TestIntegrationVsockConnectTimeout(t *testing.T) {
+	boardOnly(t)
+	fd, err := Socket(AFVsock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Close(fd)
+	if err := SetVsockConnectTimeout(fd, 7500*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	tv, err := unix.GetsockoptTimeval(fd, unix.AF_VSOCK, unix.SO_VM_SOCKETS_CONNECT_TIMEOUT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := time.Duration(tv.Nano()); got != 7500*time.Millisecond {
+		t.Fatalf("connect timeout reads back as %v, want 7.5s", got)
+	}
 }
