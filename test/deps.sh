@@ -8,7 +8,7 @@ set -u
 need="socat:socat iperf3:iperf3 ip:iproute2 prlimit:util-linux curl:curl
 qemu-aarch64-static:qemu-user-static qemu-mips-static:qemu-user-static
 qemu-mipsel-static:qemu-user-static qemu-arm-static:qemu-user-static
-shellcheck:shellcheck"
+shellcheck:shellcheck nft:nftables"
 
 missing=""
 for pair in $need; do

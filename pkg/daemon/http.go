@@ -57,6 +57,7 @@ func (d *Daemon) newHTTP(h config.HTTPProxy, cfg *config.Config, users *auth.Use
 		ForwardedFor:      h.ForwardedFor,
 		Transparent:       h.Transparent,
 		ACL:               &list,
+		Admit:             d.admit,
 		Pools:             d.pools,
 		Log:               d.log,
 	}

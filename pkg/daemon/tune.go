@@ -69,12 +69,15 @@ func (d *Daemon) admit() error {
 }
 
 // setActiveLoops is the tuner's loop knob: only the first n loops accept
-// new connections on every forward's listeners.
+// new connections on every service's listeners.
 func (d *Daemon) setActiveLoops(n int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, s := range d.services {
 		s.fwd.SetActiveLoops(n)
+	}
+	for _, s := range d.http.running {
+		s.svc.SetActiveLoops(n)
 	}
 }
 

@@ -191,6 +191,14 @@ func (s *Service) accept(l *reactor.Loop, fd int) {
 		s.warn.Log(slog.LevelWarn, "connection limit reached", "max_conns", s.cfg.MaxConns)
 		return
 	}
+	if s.cfg.Admit != nil {
+		if err := s.cfg.Admit(); err != nil {
+			l.Close(fd)
+			s.release()
+			s.warn.Log(slog.LevelWarn, "connection refused", "err", err)
+			return
+		}
+	}
 	c := &conn{s: s, loop: l, fd: fd, cReadable: true, cWritable: true}
 	if sa, err := sys.PeerAddr(fd); err == nil {
 		c.client = sockaddrIP(sa)

@@ -112,6 +112,11 @@ type Config struct {
 	// AccessLog, if set, receives one record per request: client, user,
 	// method, URL or CONNECT target, status, bytes and duration.
 	AccessLog *slog.Logger
+	// Admit, if set, is asked on the loop for every accepted connection;
+	// an error closes the connection at once and is logged (rate-limited).
+	// It must not block (the daemon's memory cap and the tuner's wake-up
+	// use it).
+	Admit func() error
 }
 
 // Stats are a service's counters.
@@ -230,6 +235,16 @@ func (s *Service) Start() error {
 
 // Active returns the number of live client connections and tunnels.
 func (s *Service) Active() int { return int(s.active.Load()) }
+
+// SetActiveLoops makes only the first n loops accept new connections (the
+// tuner's loop knob); see endpoint.Listener.SetActiveLoops.
+func (s *Service) SetActiveLoops(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.draining {
+		s.ln.SetActiveLoops(n)
+	}
+}
 
 // StopAccepting closes the listener; live connections are not touched. It
 // must not be called from a loop goroutine.
