@@ -128,6 +128,11 @@ type Forward struct {
 	IdleTimeout time.Duration
 	// MaxConns bounds live connections; 0 (default): no bound.
 	MaxConns int
+	// Allow, from `list allow`, are the upstream addresses connections
+	// may go to (allow.Parse rules: HOST:PORT, ADDR:PORT, CIDR:PORT,
+	// [IPv6]:PORT; PORT a number, LO-HI or *); empty allows every address. Checked on every
+	// resolved address, so a name that resolves elsewhere is refused.
+	Allow []string
 }
 
 // DefaultPath returns UCIPath when it exists, else PlainPath.

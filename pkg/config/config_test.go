@@ -38,8 +38,9 @@ func TestParseFull(t *testing.T) {
 	}
 	want := []Forward{
 		{Name: "web", Line: 23, Listen: mustAddr(":8080"), Upstreams: []endpoint.Addr{mustAddr("192.168.1.10:80"), mustAddr("192.168.1.11:80")},
-			Balance: LeastConns, ConnectTimeout: 3 * time.Second, IdleTimeout: 10 * time.Minute, MaxConns: 512},
-		{Name: "ssh", Line: 32, Listen: mustAddr(":2222"), Interface: "br-lan", Upstreams: []endpoint.Addr{mustAddr("10.0.0.5:22")},
+			Balance: LeastConns, ConnectTimeout: 3 * time.Second, IdleTimeout: 10 * time.Minute, MaxConns: 512,
+			Allow: []string{"192.168.1.0/24:80"}},
+		{Name: "ssh", Line: 33, Listen: mustAddr(":2222"), Interface: "br-lan", Upstreams: []endpoint.Addr{mustAddr("10.0.0.5:22")},
 			Balance: RoundRobin, ConnectTimeout: DefaultConnect},
 	}
 	if !reflect.DeepEqual(cfg.Forwards, want) {
@@ -97,12 +98,13 @@ func TestParseErrors(t *testing.T) {
 		in   string
 		want []string // each in the error text, in order, one per error
 	}{
+		{"bad allow rule", head + "\tlist upstream '1.2.3.4:80'\n\tlist allow '10.0.0.0/33:80'\n", []string{"f.conf:4: forward 'web': option 'allow'"}},
 		{"bad quoting", "config forward 'web'\n\toption listen ':8080\n\tlist upstream '1.2.3.4:80'\n",
 			[]string{`f.conf:2: forward 'web': unterminated ' quote`}},
 		{"unterminated double quote", head + "\tlist upstream \"1.2.3.4:80\n",
 			[]string{`f.conf:3: forward 'web': unterminated " quote`}},
 		{"unknown option", head + "\tlist upstream '1.2.3.4:80'\n\toption listne ':1'\n",
-			[]string{`f.conf:4: forward 'web': option 'listne': unknown option for a forward section; known: balance, connect_timeout`}},
+			[]string{`f.conf:4: forward 'web': option 'listne': unknown option for a forward section; known: allow, balance, connect_timeout`}},
 		{"unknown section", "config frobnicate 'x'\n", []string{`f.conf:1: frobnicate 'x': unknown section type "frobnicate"`}},
 		{"bad port", "config forward 'web'\n\toption listen ':99999'\n\tlist upstream '1.2.3.4:80'\n",
 			[]string{`f.conf:2: forward 'web': option 'listen': bad address ":99999": port "99999" is not a number`}},

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"github.com/sluice-proxy/sluice/pkg/allow"
 	"math"
 	"sort"
 	"strconv"
@@ -171,6 +172,13 @@ var forwardSchema = map[string]spec[*forwardTarget]{
 	"max_conns": {set: func(t *forwardTarget, v string) (err error) {
 		t.f.MaxConns, err = parseInt(v, 0, math.MaxInt32)
 		return err
+	}},
+	"allow": {list: true, set: func(t *forwardTarget, v string) error {
+		if _, err := allow.ParseRule(v); err != nil {
+			return err
+		}
+		t.f.Allow = append(t.f.Allow, v)
+		return nil
 	}},
 }
 

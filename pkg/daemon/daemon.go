@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sluice-proxy/sluice/pkg/allow"
 	"github.com/sluice-proxy/sluice/pkg/autotune"
 	"github.com/sluice-proxy/sluice/pkg/config"
 	"github.com/sluice-proxy/sluice/pkg/control"
@@ -223,6 +224,10 @@ func (d *Daemon) forwardConfig(f config.Forward) forward.Config {
 	}
 	if f.Interface == "" {
 		fc.Listen = f.Listen
+	}
+	if len(f.Allow) > 0 {
+		// Each rule was checked when the config was parsed.
+		fc.Allow, _ = allow.Parse(f.Allow...)
 	}
 	return fc
 }
