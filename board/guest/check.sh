@@ -59,6 +59,16 @@ for args in "vsock:any:5000 127.0.0.1:7001" "127.0.0.1:7200 vsock:1:5000"; do
 	*) bad "sluice forward $args without vsock (exit $rc): $out" ;;
 	esac
 done
+# ... and `sluice check` says so with the file:line of the section.
+printf "config forward 'vm'\n\toption listen 'vsock:any:5000'\n\tlist upstream '127.0.0.1:7001'\n" >/tmp/vsock-check.conf
+out=$(sluice check -c /tmp/vsock-check.conf 2>&1)
+rc=$?
+case $out in
+*"vsock-check.conf:1: forward 'vm': option 'listen': vsock is not supported by this kernel"*)
+	[ $rc -ne 0 ] && ok "without vsock modules, sluice check exits $rc naming the line" ||
+		bad "sluice check printed the reason but exited 0" ;;
+*) bad "sluice check without vsock (exit $rc): $out" ;;
+esac
 
 # Informational: what `sluice check` says about a config with a vsock
 # upstream on this kernel (the config check is the daemon's).

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -13,6 +14,7 @@ import (
 	"github.com/sluice-proxy/sluice/pkg/config"
 	"github.com/sluice-proxy/sluice/pkg/control"
 	"github.com/sluice-proxy/sluice/pkg/daemon"
+	"github.com/sluice-proxy/sluice/pkg/endpoint"
 )
 
 // errReported marks a failure whose details were already printed.
@@ -85,8 +87,33 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return reportConfigErrors(err, stderr)
 	}
+	if errs := kernelChecks(cfg); len(errs) > 0 {
+		return reportConfigErrors(errs, stderr)
+	}
 	printSummary(stdout, cfg)
 	return nil
+}
+
+// kernelChecks finds what the config asks of this kernel that it cannot
+// do: today, vsock addresses on a kernel without AF_VSOCK. It opens no
+// connection (a vsock address is checked by creating one unbound socket).
+func kernelChecks(cfg *config.Config) config.Errors {
+	var errs config.Errors
+	check := func(f config.Forward, opt string, a endpoint.Addr, listen bool) {
+		if a.Network != endpoint.Vsock {
+			return
+		}
+		if _, err := a.Sockaddrs(context.Background(), listen); err != nil {
+			errs = append(errs, &config.Error{File: cfg.File, Line: f.Line, Section: "forward '" + f.Name + "'", Option: opt, Msg: err.Error()})
+		}
+	}
+	for _, f := range cfg.Forwards {
+		check(f, "listen", f.Listen, true)
+		for _, u := range f.Upstreams {
+			check(f, "upstream", u, false)
+		}
+	}
+	return errs
 }
 
 // reportConfigErrors prints config errors one per line with a count; other
