@@ -252,6 +252,9 @@ func printStats(w io.Writer, st daemon.Stats) {
 	if st.Telemetry != "" {
 		fmt.Fprintf(w, "telemetry: %s\n", st.Telemetry)
 	}
+	if st.VsockCID != 0 {
+		fmt.Fprintf(w, "vsock: local CID %d\n", st.VsockCID)
+	}
 	if a := st.Autotune; a != nil {
 		state := "tuning"
 		if a.SleepingNoTraffic {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sluice-proxy/sluice/pkg/control"
+	"github.com/sluice-proxy/sluice/pkg/endpoint"
 )
 
 // statsTimeout bounds how long stats wait for the loops to report.
@@ -31,6 +32,9 @@ type Stats struct {
 	// the tuner's state, nil when it is off.
 	Telemetry string         `json:"telemetry,omitempty"`
 	Autotune  *AutotuneStats `json:"autotune,omitempty"`
+	// VsockCID is this machine's vsock context ID, when it has one (a VM
+	// guest, or a host with a vsock transport); 0 otherwise.
+	VsockCID uint32 `json:"vsock_cid,omitempty"`
 }
 
 // ServiceStats are one service's figures.
@@ -68,6 +72,9 @@ func (d *Daemon) Stats() Stats {
 		st.PipesInUse = d.budget.InUse()
 	}
 	d.tuningStats(&st)
+	if cid, err := endpoint.VsockLocalCID(); err == nil {
+		st.VsockCID = cid
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), statsTimeout)
 	defer cancel()
 	add := func(s *service, draining bool) {
