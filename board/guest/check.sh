@@ -200,6 +200,13 @@ config forward 'plain'
 CONF
 	initd start
 	through "after start, tcp forward from the config" 7400
+	# The telemetry source the daemon chose on this kernel: eBPF programs
+	# where it allows them, /proc otherwise; one log line says which.
+	tel=$(grep -h 'msg=telemetry ' /tmp/daemon.log | head -n 1)
+	case $tel in
+	*source=*) ok "telemetry on $(uname -r): ${tel#*source=}" ;;
+	*) bad "the daemon logged no telemetry source: $(grep -h telemetry /tmp/daemon.log | head -n 3)" ;;
+	esac
 	conf <<'CONF'
 config forward 'plain'
 	option listen '127.0.0.1:7400'
