@@ -22,6 +22,7 @@ package allow
 import (
 	"errors"
 	"fmt"
+	"github.com/sluice-proxy/sluice/pkg/endpoint"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -123,7 +124,7 @@ func parseRule(s string) (Rule, error) {
 	if strings.ContainsAny(host, "/%") || bracketed || looksNumeric(host) {
 		return Rule{}, err
 	}
-	if !validName(host) {
+	if !endpoint.ValidHost(host) {
 		return Rule{}, fmt.Errorf("%q is not a host name, IP address or CIDR prefix", host)
 	}
 	r.name = strings.ToLower(strings.TrimSuffix(host, "."))
@@ -187,26 +188,6 @@ func parsePort(s string) (uint16, error) {
 		return 0, fmt.Errorf("port %q is not a number from 0 to 65535", s)
 	}
 	return uint16(p), nil
-}
-
-// validName accepts DNS names: letters, digits, '-' and '_' in labels of
-// at most 63 bytes, 253 bytes in all.
-func validName(h string) bool {
-	if len(h) > 253 {
-		return false
-	}
-	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
-		if label == "" || len(label) > 63 {
-			return false
-		}
-		for _, c := range []byte(label) {
-			ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
-			if !ok {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // String formats r in the syntax ParseRule accepts.

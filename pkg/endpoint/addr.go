@@ -123,7 +123,7 @@ func parseHostPort(n Network, s string) (Addr, error) {
 		if strings.Contains(host, ":") {
 			return Addr{}, errors.New("IPv6 addresses need brackets, as in [::1]:80")
 		}
-		if host != "" && !validHost(host) {
+		if host != "" && !ValidHost(host) {
 			return Addr{}, fmt.Errorf("%q is not a host name or IP address", host)
 		}
 	}
@@ -143,9 +143,10 @@ func parseHostPort(n Network, s string) (Addr, error) {
 	return a, nil
 }
 
-// validHost accepts DNS names and IPv4 literals: letters, digits, '-', '.'
-// and '_', in labels of at most 63 bytes, 253 bytes in all.
-func validHost(h string) bool {
+// ValidHost accepts DNS names and IPv4 literals: letters, digits, '-', '.'
+// and '_', in labels of at most 63 bytes, 253 bytes in all; one trailing
+// dot is allowed.
+func ValidHost(h string) bool {
 	if len(h) > 253 {
 		return false
 	}
