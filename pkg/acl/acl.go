@@ -238,14 +238,15 @@ func MatchHost(pattern, host string) bool {
 		}
 		return host == p[1:] || strings.HasSuffix(host, p)
 	case strings.IndexByte(pattern, '*') >= 0:
-		return glob(strings.ToLower(strings.TrimSuffix(pattern, ".")), host)
+		return Glob(strings.ToLower(strings.TrimSuffix(pattern, ".")), host)
 	}
 	p, _ := CanonicalHost(pattern)
 	return p == host
 }
 
-// glob matches s against p where '*' matches any run of characters.
-func glob(p, s string) bool {
+// Glob matches s against p where '*' matches any run of characters
+// (including none, dots and slashes); every other byte matches itself.
+func Glob(p, s string) bool {
 	star, sAt := -1, 0
 	i, j := 0, 0
 	for j < len(s) {

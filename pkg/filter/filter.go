@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/sluice-proxy/sluice/pkg/acl"
 	"strings"
 )
 
@@ -41,36 +42,11 @@ func (u *URLs) Match(url string) (string, bool) {
 	}
 	url = strings.ToLower(url)
 	for _, p := range u.patterns {
-		if glob(p, url) {
+		if acl.Glob(p, url) {
 			return p, true
 		}
 	}
 	return "", false
-}
-
-// glob matches s against p where '*' matches any run of characters.
-func glob(p, s string) bool {
-	star, sAt := -1, 0
-	i, j := 0, 0
-	for j < len(s) {
-		switch {
-		case i < len(p) && p[i] == '*':
-			star, sAt = i, j
-			i++
-		case i < len(p) && p[i] == s[j]:
-			i++
-			j++
-		case star >= 0:
-			sAt++
-			i, j = star+1, sAt
-		default:
-			return false
-		}
-	}
-	for i < len(p) && p[i] == '*' {
-		i++
-	}
-	return i == len(p)
 }
 
 // MaxWord bounds the length of a body word; it is also the most a Scanner
