@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime"
@@ -149,22 +150,29 @@ func runForward(args []string, stderr io.Writer) error {
 	}
 	log.Info("listening", "addr", svc.Addr(), "upstream", upstream.String(), "loops", f.loops)
 
+	drainOnSignal(log, sigs, f.grace, svc.Active, svc.Drain)
+	r.Stop()
+	st := svc.Stats()
+	log.Info("stopped", "accepted", st.Accepted, "refused", st.Refused, "relayed", st.Relayed, "bytes_up", st.BytesUp, "bytes_down", st.BytesDown)
+	return nil
+}
+
+// drainOnSignal waits for SIGINT/SIGTERM on sigs, then drains the service
+// for at most grace; a second signal cuts the grace period short. It is the
+// shutdown of the ad-hoc commands (forward, http-proxy).
+func drainOnSignal(log *slog.Logger, sigs <-chan os.Signal, grace time.Duration, active func() int, drain func(context.Context) error) {
 	sig := <-sigs
-	log.Info("shutting down: no longer accepting", "signal", sig.String(), "live", svc.Active(), "grace", f.grace)
-	ctx, cancel := context.WithTimeout(context.Background(), f.grace)
-	go func() { // a second signal cuts the grace period short
+	log.Info("shutting down: no longer accepting", "signal", sig.String(), "live", active(), "grace", grace)
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	go func() {
 		select {
 		case <-sigs:
 			cancel()
 		case <-ctx.Done():
 		}
 	}()
-	if err := svc.Drain(ctx); err != nil {
+	if err := drain(ctx); err != nil {
 		log.Warn("grace period over, closing live connections", "err", err)
 	}
-	cancel()
-	r.Stop()
-	st := svc.Stats()
-	log.Info("stopped", "accepted", st.Accepted, "refused", st.Refused, "relayed", st.Relayed, "bytes_up", st.BytesUp, "bytes_down", st.BytesDown)
-	return nil
 }

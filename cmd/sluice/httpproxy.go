@@ -236,20 +236,7 @@ func runHTTPProxy(args []string, stderr io.Writer) error {
 	}
 	log.Info("listening", "addr", svc.Addr(), "service", "http-proxy", "loops", f.loops)
 
-	sig := <-sigs
-	log.Info("shutting down: no longer accepting", "signal", sig.String(), "live", svc.Active(), "grace", f.grace)
-	ctx, cancel := context.WithTimeout(context.Background(), f.grace)
-	go func() {
-		select {
-		case <-sigs:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	if err := svc.Drain(ctx); err != nil {
-		log.Warn("grace period over, closing live connections", "err", err)
-	}
-	cancel()
+	drainOnSignal(log, sigs, f.grace, svc.Active, svc.Drain)
 	r.Stop()
 	st := svc.Stats()
 	log.Info("stopped", "accepted", st.Accepted, "requests", st.Requests, "tunnels", st.Tunnels, "errors", st.Errors,
