@@ -46,16 +46,34 @@ type Listener struct {
 	acceptors []*acceptor
 }
 
+// ListenOptions are the socket options of a listener. The zero value is
+// a plain listener.
+type ListenOptions struct {
+	// Transparent sets IP_TRANSPARENT (IPV6_TRANSPARENT) before binding,
+	// so that connections an nftables `tproxy` rule diverts to the socket
+	// are accepted with their original destination as local address. It
+	// needs CAP_NET_ADMIN and applies to TCP only.
+	Transparent bool
+}
+
 // Listen creates a listening socket for a. Host names are resolved here,
 // blocking, since listening happens at start-up.
 func Listen(ctx context.Context, a Addr) (*Listener, error) {
+	return ListenWith(ctx, a, ListenOptions{})
+}
+
+// ListenWith is Listen with socket options.
+func ListenWith(ctx context.Context, a Addr, opts ListenOptions) (*Listener, error) {
+	if opts.Transparent && a.Network != TCP && a.Network != TCP4 && a.Network != TCP6 {
+		return nil, fmt.Errorf("listen %s: a transparent listener must be TCP", a)
+	}
 	sas, err := a.Sockaddrs(ctx, true)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", a, err)
 	}
 	var errs []error
 	for _, sa := range sas {
-		fd, err := listenOne(a, sa)
+		fd, err := listenOne(a, sa, opts)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -69,10 +87,16 @@ func Listen(ctx context.Context, a Addr) (*Listener, error) {
 	return nil, fmt.Errorf("listen %s: %w", a, errors.Join(errs...))
 }
 
-func listenOne(a Addr, sa sys.Sockaddr) (int, error) {
+func listenOne(a Addr, sa sys.Sockaddr, opts ListenOptions) (int, error) {
 	fd, err := sys.Socket(family(sa))
 	if err != nil {
 		return -1, err
+	}
+	if opts.Transparent {
+		if err := sys.SetTransparent(fd, family(sa)); err != nil {
+			sys.Close(fd)
+			return -1, err
+		}
 	}
 	if a.Network == Unix {
 		removeStaleSocket(a.Path)

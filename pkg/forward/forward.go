@@ -138,12 +138,11 @@ type Service struct {
 	active atomic.Int64
 	idle   chan struct{} // signalled when active drops to zero
 
-	mu        sync.Mutex
-	started   bool
-	draining  bool
-	main      string // key of the listener New opened, if any
-	listeners map[string]*endpoint.Listener
-	upActive  map[string]*atomic.Int64 // per upstream address, kept across Updates
+	lns     *endpoint.Group
+	hasMain bool // New listened on cfg.Listen: the group's first listener
+
+	mu       sync.Mutex
+	upActive map[string]*atomic.Int64 // per upstream address, kept across Updates
 }
 
 // New checks cfg and listens on cfg.Listen, if set. Connections are
@@ -165,16 +164,18 @@ func New(ctx context.Context, r *reactor.Reactor, cfg Config) (*Service, error) 
 	}
 	log = log.With("forward", name)
 	s := &Service{
-		reactor:   r,
-		pools:     cfg.Pools,
-		log:       log,
-		warn:      &ratelog.Logger{Out: log},
-		stats:     make([]Stats, len(r.Loops())),
-		live:      make([]map[*conn]struct{}, len(r.Loops())),
-		idle:      make(chan struct{}, 1),
-		listeners: make(map[string]*endpoint.Listener),
-		upActive:  make(map[string]*atomic.Int64),
+		reactor:  r,
+		pools:    cfg.Pools,
+		log:      log,
+		warn:     &ratelog.Logger{Out: log},
+		stats:    make([]Stats, len(r.Loops())),
+		live:     make([]map[*conn]struct{}, len(r.Loops())),
+		idle:     make(chan struct{}, 1),
+		upActive: make(map[string]*atomic.Int64),
 	}
+	s.lns = endpoint.NewGroup(r.Loops(), s.accept, endpoint.ListenOptions{}, func(err error) {
+		s.warn.Log(slog.LevelWarn, "accept failed", "err", err)
+	})
 	for i := range s.live {
 		s.live[i] = make(map[*conn]struct{})
 	}
@@ -185,7 +186,7 @@ func New(ctx context.Context, r *reactor.Reactor, cfg Config) (*Service, error) 
 		if _, err := s.AddListener(ctx, cfg.Listen); err != nil {
 			return nil, err
 		}
-		s.main = cfg.Listen.String()
+		s.hasMain = true
 	}
 	return s, nil
 }
@@ -252,96 +253,32 @@ func (s *Service) Update(cfg Config) error {
 // there too. It returns the address in use (port 0 resolved). Listening
 // twice on the same address is an error.
 func (s *Service) AddListener(ctx context.Context, a endpoint.Addr) (string, error) {
-	key := a.String()
-	s.mu.Lock()
-	_, dup := s.listeners[key]
-	s.mu.Unlock()
-	if dup {
-		return "", fmt.Errorf("listen %s: already listening", a)
-	}
-	ln, err := endpoint.Listen(ctx, a)
-	if err != nil {
-		return "", err
-	}
-	ln.OnError = func(err error) { s.warn.Log(slog.LevelWarn, "accept failed", "err", err) }
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.draining {
-		ln.Close()
-		return "", fmt.Errorf("listen %s: service is draining", a)
-	}
-	s.listeners[key] = ln
-	if s.started {
-		if err := ln.Serve(s.reactor.Loops(), s.accept); err != nil {
-			delete(s.listeners, key)
-			ln.Close()
-			return "", err
-		}
-	}
-	return ln.Addr(), nil
+	return s.lns.Add(ctx, a)
 }
 
 // RemoveListener stops accepting on a (as given to AddListener) and
 // closes it. Connections accepted there live on. It reports whether there
 // was such a listener.
-func (s *Service) RemoveListener(a endpoint.Addr) bool {
-	s.mu.Lock()
-	ln, ok := s.listeners[a.String()]
-	delete(s.listeners, a.String())
-	s.mu.Unlock()
-	if ok {
-		ln.Close()
-	}
-	return ok
-}
+func (s *Service) RemoveListener(a endpoint.Addr) bool { return s.lns.Remove(a) }
 
 // Addr returns the address New listened on, with port 0 resolved, or ""
 // when it listened nowhere or that listener was removed.
 func (s *Service) Addr() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if ln, ok := s.listeners[s.main]; ok {
-		return ln.Addr()
+	if !s.hasMain {
+		return ""
 	}
-	return ""
+	return s.lns.Addr()
 }
 
 // Addrs returns the addresses of every listener, as in use.
-func (s *Service) Addrs() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]string, 0, len(s.listeners))
-	for _, ln := range s.listeners {
-		out = append(out, ln.Addr())
-	}
-	return out
-}
+func (s *Service) Addrs() []string { return s.lns.Addrs() }
 
 // Start accepts connections on every loop, on every listener.
-func (s *Service) Start() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.started {
-		return nil
-	}
-	s.started = true
-	for _, ln := range s.listeners {
-		if err := ln.Serve(s.reactor.Loops(), s.accept); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+func (s *Service) Start() error { return s.lns.Start() }
 
 // SetActiveLoops makes only the first n loops accept on every listener of
 // the service (the tuner's loop knob); see endpoint.Listener.SetActiveLoops.
-func (s *Service) SetActiveLoops(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, ln := range s.listeners {
-		ln.SetActiveLoops(n)
-	}
-}
+func (s *Service) SetActiveLoops(n int) { s.lns.SetActiveLoops(n) }
 
 // Active returns the number of live connections.
 func (s *Service) Active() int { return int(s.active.Load()) }
@@ -349,16 +286,7 @@ func (s *Service) Active() int { return int(s.active.Load()) }
 // StopAccepting closes every listener; AddListener fails from then on.
 // Live connections are not touched. It must not be called from a loop
 // goroutine.
-func (s *Service) StopAccepting() {
-	s.mu.Lock()
-	s.draining = true
-	lns := s.listeners
-	s.listeners = make(map[string]*endpoint.Listener)
-	s.mu.Unlock()
-	for _, ln := range lns {
-		ln.Close()
-	}
-}
+func (s *Service) StopAccepting() { s.lns.Close() }
 
 // Drain stops accepting and waits until every live connection has ended or
 // ctx is done. It must not be called from a loop goroutine.

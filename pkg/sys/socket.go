@@ -36,6 +36,21 @@ func Listen(fd int, sa Sockaddr, backlog int) error {
 	return nil
 }
 
+// SetTransparent sets IP_TRANSPARENT (IPV6_TRANSPARENT for family
+// AFInet6) on a socket before it is bound, so a listener accepts
+// connections an nftables tproxy rule diverts to it. It needs
+// CAP_NET_ADMIN.
+func SetTransparent(fd, family int) error {
+	level, opt, name := unix.SOL_IP, unix.IP_TRANSPARENT, "IP_TRANSPARENT"
+	if family == unix.AF_INET6 {
+		level, opt, name = unix.SOL_IPV6, unix.IPV6_TRANSPARENT, "IPV6_TRANSPARENT"
+	}
+	if err := unix.SetsockoptInt(fd, level, opt, 1); err != nil {
+		return os.NewSyscallError("setsockopt "+name, err)
+	}
+	return nil
+}
+
 // Accept takes one connection from a non-blocking listener. The new socket is
 // non-blocking and close-on-exec. EAGAIN is returned unwrapped.
 func Accept(fd int) (int, error) {
