@@ -60,6 +60,8 @@ type Config struct {
 	HTTPProxies  []HTTPProxy
 	HTTPDisabled []string // http_proxy sections with `option enabled '0'`
 	Users        []User
+	// Classes are the `config class` sections (see class.go).
+	Classes []Class
 	// Disabled names the forward sections with `option enabled '0'`.
 	Disabled []string
 }
@@ -203,8 +205,8 @@ func Parse(file string, data []byte) (*Config, Errors) {
 				cfg.Disabled = append(cfg.Disabled, f.Name)
 			}
 		default:
-			if !parseHTTPSection(cfg, s, fail) {
-				fail("", s.Line, "unknown section type %q: want sluice, forward, http_proxy or user", s.Type)
+			if !parseHTTPSection(cfg, s, fail) && !parseClassSection(cfg, s, fail) {
+				fail("", s.Line, "unknown section type %q: want sluice, forward, http_proxy, user or class", s.Type)
 			}
 		}
 	}

@@ -49,6 +49,9 @@ type User struct {
 	Class string
 	// Addresses are client ranges that are this user without credentials.
 	Addresses []netip.Prefix
+	// Limits are the user's own rate_up, rate_down and max_conns; zero
+	// fields take the class's (see Config.LimitsOf).
+	Limits Limits
 }
 
 type httpTarget struct {
@@ -142,7 +145,10 @@ var userSchema = map[string]spec[*User]{
 		u.Hash = v
 		return nil
 	}},
-	"class": {set: func(u *User, v string) error { u.Class = v; return nonEmpty(v) }},
+	"class":     {set: func(u *User, v string) error { u.Class = v; return nonEmpty(v) }},
+	"rate_up":   {set: func(u *User, v string) error { return setRate(&u.Limits.Up, v) }},
+	"rate_down": {set: func(u *User, v string) error { return setRate(&u.Limits.Down, v) }},
+	"max_conns": {set: func(u *User, v string) error { return setMaxConns(&u.Limits.MaxConns, v) }},
 	"address": {list: true, set: func(u *User, v string) error {
 		p, err := acl.ParsePrefix(v)
 		if err != nil {
