@@ -28,7 +28,15 @@ func nftCmd(t testing.TB, ns string, args ...string) {
 // is the test process on the host side of R. The client never configures
 // a proxy: curl asks the origin directly, sluice answers through
 // SO_ORIGINAL_DST, and a Host field naming another server changes nothing.
-func TestIntegrationHTTPTransparent(t *testing.T) {
+func TestIntegrationHTTPTransparent(t *testing.T) { testTransparent(t, "redirect") }
+
+// TestIntegrationHTTPTProxy is TestIntegrationHTTPTransparent with an
+// nftables tproxy rule and policy routing instead of REDIRECT (no NAT:
+// sluice --tproxy listens with IP_TRANSPARENT and takes the original
+// destination from the accepted socket's local address).
+func TestIntegrationHTTPTProxy(t *testing.T) { testTransparent(t, "tproxy") }
+
+func testTransparent(t *testing.T, mode string) {
 	requireRoot(t)
 	requireTool(t, "ip", "iproute2")
 	requireTool(t, "nft", "nftables")
@@ -74,12 +82,20 @@ func TestIntegrationHTTPTransparent(t *testing.T) {
 	originPort := o.Listener.Addr().(*net.TCPAddr).Port
 
 	port := 30000 + rand.IntN(2000)
-	p := startSluiceWrapped(t, []string{"ip", "netns", "exec", r}, "http-proxy", "--transparent", "--access-log",
-		fmt.Sprintf("0.0.0.0:%d", port))
+	p := startSluiceWrapped(t, []string{"ip", "netns", "exec", r}, "http-proxy", "--"+map[string]string{"redirect": "transparent", "tproxy": "tproxy"}[mode],
+		"--access-log", fmt.Sprintf("0.0.0.0:%d", port))
 	nftCmd(t, r, "add", "table", "ip", "sluicetest")
-	nftCmd(t, r, "add", "chain", "ip", "sluicetest", "pre", "{ type nat hook prerouting priority -100; }")
-	nftCmd(t, r, "add", "rule", "ip", "sluicetest", "pre", "iifname", rDown, "tcp", "dport", fmt.Sprint(originPort),
-		"redirect", "to", fmt.Sprintf(":%d", port))
+	if mode == "tproxy" {
+		nftCmd(t, r, "add", "chain", "ip", "sluicetest", "pre", "{ type filter hook prerouting priority mangle; }")
+		nftCmd(t, r, "add", "rule", "ip", "sluicetest", "pre", "iifname", rDown, "tcp", "dport", fmt.Sprint(originPort),
+			"tproxy", "to", fmt.Sprintf(":%d", port), "meta", "mark", "set", "1", "accept")
+		ipCmd(t, "-n", r, "rule", "add", "fwmark", "1", "lookup", "100")
+		ipCmd(t, "-n", r, "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100")
+	} else {
+		nftCmd(t, r, "add", "chain", "ip", "sluicetest", "pre", "{ type nat hook prerouting priority -100; }")
+		nftCmd(t, r, "add", "rule", "ip", "sluicetest", "pre", "iifname", rDown, "tcp", "dport", fmt.Sprint(originPort),
+			"redirect", "to", fmt.Sprintf(":%d", port))
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -42,7 +42,9 @@ Rules (--rule, repeatable, first match wins, default allow):
 With --transparent, connections that nftables redirected to LISTEN
 (REDIRECT) are served too: a request in origin form goes to the address
 and port the client connected to (SO_ORIGINAL_DST), never to where its
-Host field points.
+Host field points. With --tproxy, connections diverted by an nftables
+tproxy rule are served the same way (LISTEN gets IP_TRANSPARENT, which
+needs CAP_NET_ADMIN; the diverted port must differ from LISTEN's).
 
 Examples:
   sluice http-proxy :3128
@@ -62,6 +64,7 @@ type httpProxyFlags struct {
 	grace          time.Duration
 	forwardedFor   bool
 	transparent    bool
+	tproxy         bool
 	accessLog      bool
 	usersFile      string
 	logLevel       string
@@ -88,6 +91,7 @@ func newHTTPProxyFlags(f *httpProxyFlags, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&f.grace, "grace", 10*time.Second, "on SIGINT/SIGTERM, wait this long for live connections")
 	fs.BoolVar(&f.forwardedFor, "forwarded-for", false, "add X-Forwarded-For with the client address")
 	fs.BoolVar(&f.transparent, "transparent", false, "also serve connections redirected here by nftables/iptables (REDIRECT): origin-form requests go to their original destination")
+	fs.BoolVar(&f.tproxy, "tproxy", false, "also serve connections diverted here by an nftables tproxy rule (implies --transparent; needs CAP_NET_ADMIN)")
 	fs.BoolVar(&f.accessLog, "access-log", false, "log one line per request (client, user, method, URL, status, bytes, duration)")
 	fs.StringVar(&f.usersFile, "users", "", "require Basic proxy authentication; `FILE` has NAME:BCRYPT-HASH lines (htpasswd -B)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -217,6 +221,7 @@ func runHTTPProxy(args []string, stderr io.Writer) error {
 		MaxConns:          f.maxConns,
 		ForwardedFor:      f.forwardedFor,
 		Transparent:       f.transparent,
+		TProxy:            f.tproxy,
 		Users:             users,
 		ACL:               list,
 		BlockURLs:         blockURLs,

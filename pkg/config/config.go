@@ -242,15 +242,7 @@ func checkForward(s *Section, f *Forward, fail func(option string, line int, for
 		}
 		return
 	}
-	if f.Interface != "" {
-		line := s.option("listen").Line
-		switch {
-		case f.Listen.Network == endpoint.Unix:
-			fail("listen", line, "a unix socket cannot follow interface %q", f.Interface)
-		case f.Listen.Host != "":
-			fail("listen", line, "with option interface, give only the port (':%d'): the addresses are the interface's", f.Listen.Port)
-		}
-	}
+	checkInterfaceListen(s, f.Interface, f.Listen, fail)
 }
 
 // checkListeners rejects two forwards on the same address.

@@ -25,8 +25,12 @@ type HTTPProxy struct {
 	MaxConns int
 	// ForwardedFor adds X-Forwarded-For; off by default.
 	ForwardedFor bool
-	// Transparent serves connections redirected by nftables (REDIRECT).
-	Transparent bool
+	// Interface, if set, names a network device: the proxy listens on
+	// each of its addresses, on Listen's port, and follows them.
+	Interface string
+	// Transparent serves connections redirected by nftables (REDIRECT);
+	// TProxy those diverted by a tproxy rule (and implies Transparent).
+	Transparent, TProxy bool
 	// Auth requires every client to be a user (credentials or address).
 	Auth bool
 	// ACL is the rule list: rules in order, the default action, CONNECT
@@ -91,8 +95,22 @@ var httpSchema = map[string]spec[*httpTarget]{
 	}},
 	"forwarded_for": {set: func(t *httpTarget, v string) (err error) { t.h.ForwardedFor, err = parseBool(v); return err }},
 	"auth":          {set: func(t *httpTarget, v string) (err error) { t.h.Auth, err = parseBool(v); return err }},
-	"transparent":   {set: func(t *httpTarget, v string) (err error) { t.h.Transparent, err = parseBool(v); return err }},
-	"access_log":    {set: func(t *httpTarget, v string) (err error) { t.h.AccessLog, err = parseBool(v); return err }},
+	"transparent": {set: func(t *httpTarget, v string) (err error) {
+		switch v {
+		case "redirect":
+			t.h.Transparent, t.h.TProxy = true, false
+		case "tproxy":
+			t.h.Transparent, t.h.TProxy = true, true
+		default:
+			if t.h.Transparent, err = parseBool(v); err != nil {
+				return fmt.Errorf("%q: want 0, 1, redirect or tproxy", v)
+			}
+			t.h.TProxy = false
+		}
+		return nil
+	}},
+	"interface":  {set: func(t *httpTarget, v string) (err error) { t.h.Interface, err = parseDevice(v); return err }},
+	"access_log": {set: func(t *httpTarget, v string) (err error) { t.h.AccessLog, err = parseBool(v); return err }},
 	"rule": {list: true, set: func(t *httpTarget, v string) error {
 		r, err := acl.ParseRule(v)
 		if err != nil {
@@ -173,6 +191,7 @@ func parseHTTPSection(cfg *Config, s *Section, fail failFunc) bool {
 		if s.option("listen") == nil && !s.Broken {
 			fail("listen", s.Line, "missing: add `option listen ':3128'`")
 		}
+		checkInterfaceListen(s, h.Interface, h.Listen, fail)
 		if enabled {
 			cfg.HTTPProxies = append(cfg.HTTPProxies, h)
 		} else {
@@ -208,7 +227,7 @@ func checkHTTP(cfg *Config) Errors {
 			errs = append(errs, &Error{File: cfg.File, Line: h.Line, Section: label, Option: "auth",
 				Msg: "auth is on but no `config user` section exists"})
 		}
-		key := "|" + h.Listen.String()
+		key := h.Interface + "|" + h.Listen.String()
 		if h.Listen.Port == 0 && h.Listen.Network != endpoint.Unix {
 			continue
 		}

@@ -57,6 +57,30 @@ config http_proxy 'off'
 	}
 }
 
+func TestParseHTTPTransparentModes(t *testing.T) {
+	tests := []struct {
+		value               string
+		transparent, tproxy bool
+	}{
+		{"0", false, false},
+		{"1", true, false},
+		{"yes", true, false},
+		{"redirect", true, false},
+		{"tproxy", true, true},
+	}
+	for _, tt := range tests {
+		text := "config http_proxy 'a'\n\toption listen ':3128'\n\toption interface 'br-lan'\n\toption transparent '" + tt.value + "'\n"
+		cfg, errs := Parse("t.conf", []byte(text))
+		if errs != nil {
+			t.Fatalf("%s: %v", tt.value, errs)
+		}
+		h := cfg.HTTPProxies[0]
+		if h.Transparent != tt.transparent || h.TProxy != tt.tproxy || h.Interface != "br-lan" {
+			t.Errorf("transparent %q: got transparent=%v tproxy=%v interface=%q", tt.value, h.Transparent, h.TProxy, h.Interface)
+		}
+	}
+}
+
 func TestParseHTTPProxyErrors(t *testing.T) {
 	tests := []struct{ name, text, want string }{
 		{"no listen", "config http_proxy 'a'\n\toption auth '0'\n", "option 'listen': missing"},
@@ -69,6 +93,10 @@ func TestParseHTTPProxyErrors(t *testing.T) {
 		{"plain password", "config user 'u'\n\toption password 'secret'\n", "want bcrypt"},
 		{"user without password", "config user 'u'\n\tlist address '10.0.0.1'\n", "option 'password': missing"},
 		{"anonymous user", "config user\n\toption password '" + hash + "'\n", "needs a name"},
+		{"bad transparent", "config http_proxy 'a'\n\toption listen ':1'\n\toption transparent 'dnat'\n", "want 0, 1, redirect or tproxy"},
+		{"bad interface", "config http_proxy 'a'\n\toption listen ':1'\n\toption interface 'br lan'\n", "not a network device name"},
+		{"interface with host", "config http_proxy 'a'\n\toption listen '10.0.0.1:3128'\n\toption interface 'br-lan'\n", "give only the port (':3128')"},
+		{"interface with unix", "config http_proxy 'a'\n\toption listen 'unix:/tmp/p'\n\toption interface 'br-lan'\n", "cannot follow interface"},
 	}
 	for _, tt := range tests {
 		_, errs := Parse("t.conf", []byte(tt.text))

@@ -154,13 +154,7 @@ var forwardSchema = map[string]spec[*forwardTarget]{
 		}
 		return fmt.Errorf("%q: want %s or %s", v, RoundRobin, LeastConns)
 	}},
-	"interface": {set: func(t *forwardTarget, v string) error {
-		if len(v) == 0 || len(v) > 15 || strings.ContainsAny(v, "/ \t:") {
-			return fmt.Errorf("%q is not a network device name", v)
-		}
-		t.f.Interface = v
-		return nil
-	}},
+	"interface": {set: func(t *forwardTarget, v string) (err error) { t.f.Interface, err = parseDevice(v); return err }},
 	"connect_timeout": {set: func(t *forwardTarget, v string) (err error) {
 		t.f.ConnectTimeout, err = parseDuration(v)
 		if err == nil && t.f.ConnectTimeout == 0 {
@@ -180,6 +174,29 @@ var forwardSchema = map[string]spec[*forwardTarget]{
 		t.f.Allow = append(t.f.Allow, v)
 		return nil
 	}},
+}
+
+// parseDevice checks a network device (or OpenWrt logical interface) name.
+func parseDevice(v string) (string, error) {
+	if len(v) == 0 || len(v) > 15 || strings.ContainsAny(v, "/ \t:") {
+		return "", fmt.Errorf("%q is not a network device name", v)
+	}
+	return v, nil
+}
+
+// checkInterfaceListen checks the listen address of a service that
+// follows an interface: a TCP port only.
+func checkInterfaceListen(s *Section, iface string, listen endpoint.Addr, fail failFunc) {
+	if iface == "" || s.option("listen") == nil {
+		return
+	}
+	line := s.option("listen").Line
+	switch {
+	case listen.Network == endpoint.Unix:
+		fail("listen", line, "a unix socket cannot follow interface %q", iface)
+	case listen.Host != "":
+		fail("listen", line, "with option interface, give only the port (':%d'): the addresses are the interface's", listen.Port)
+	}
 }
 
 func nonEmpty(v string) error {

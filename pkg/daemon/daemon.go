@@ -247,7 +247,7 @@ func (d *Daemon) startService(s *service) error {
 		return fmt.Errorf("forward '%s': %w", s.cfg.Name, err)
 	}
 	if s.cfg.Interface != "" {
-		fl, err := followInterface(s.cfg, s.fwd, d.log)
+		fl, err := followInterface("forward", s.cfg.Name, s.cfg.Interface, s.cfg.Listen, s.fwd, d.log)
 		if err != nil {
 			return fmt.Errorf("forward '%s': %w", s.cfg.Name, err)
 		}

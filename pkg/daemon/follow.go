@@ -7,40 +7,46 @@ import (
 
 	"github.com/sluice-proxy/sluice/pkg/config"
 	"github.com/sluice-proxy/sluice/pkg/endpoint"
-	"github.com/sluice-proxy/sluice/pkg/forward"
 	"github.com/sluice-proxy/sluice/pkg/netif"
 	"github.com/sluice-proxy/sluice/pkg/ratelog"
 )
 
-// follower keeps a forward's listeners on the addresses of its interface.
+// follower keeps a service's listeners on the addresses of its interface.
 type follower struct {
 	w *netif.Watcher
 }
 
-// followInterface starts listening on every usable address of
-// f.Interface, on f.Listen's port, and follows them.
+// listenerSet is a service that listens on several addresses
+// (forward.Service, httpproxy.Service).
+type listenerSet interface {
+	AddListener(ctx context.Context, a endpoint.Addr) (string, error)
+	RemoveListener(a endpoint.Addr) bool
+}
+
+// followInterface starts listening on every usable address of iface, on
+// listen's port, and follows them; kind and name label the logs.
 // An OpenWrt logical name ('wan') defined in config.NetworkPath is
 // followed through its device ('pppoe-wan'); logical names have no '-',
 // so a device name ('br-lan') is never mistaken for one.
-func followInterface(f config.Forward, fwd *forward.Service, log *slog.Logger) (*follower, error) {
-	device := f.Interface
-	if dev, ok := config.DeviceOf(f.Interface, config.NetworkPath); ok {
+func followInterface(kind, name, iface string, listen endpoint.Addr, svc listenerSet, log *slog.Logger) (*follower, error) {
+	device := iface
+	if dev, ok := config.DeviceOf(iface, config.NetworkPath); ok {
 		device = dev
 	}
-	log = log.With("forward", f.Name, "interface", device)
-	if device != f.Interface {
-		log.Info("logical interface resolved", "logical", f.Interface, "device", device)
+	log = log.With(kind, name, "interface", device)
+	if device != iface {
+		log.Info("logical interface resolved", "logical", iface, "device", device)
 	}
 	warn := &ratelog.Logger{Out: log}
 	change := func(ip netip.Addr, up bool) error {
-		a := endpoint.Addr{Network: f.Listen.Network, Host: ip.String(), Port: f.Listen.Port}
+		a := endpoint.Addr{Network: listen.Network, Host: ip.String(), Port: listen.Port}
 		if !up {
-			if fwd.RemoveListener(a) {
+			if svc.RemoveListener(a) {
 				log.Info("address gone: stopped listening", "addr", a.String())
 			}
 			return nil
 		}
-		addr, err := fwd.AddListener(context.Background(), a)
+		addr, err := svc.AddListener(context.Background(), a)
 		if err != nil {
 			return err
 		}
@@ -49,8 +55,8 @@ func followInterface(f config.Forward, fwd *forward.Service, log *slog.Logger) (
 	}
 	filtered := func(ip netip.Addr, up bool) error {
 		switch {
-		case f.Listen.Network == endpoint.TCP4 && !ip.Is4(),
-			f.Listen.Network == endpoint.TCP6 && !ip.Is6():
+		case listen.Network == endpoint.TCP4 && !ip.Is4(),
+			listen.Network == endpoint.TCP6 && !ip.Is6():
 			return nil
 		}
 		return change(ip, up)

@@ -9,16 +9,31 @@ import (
 
 	"github.com/sluice-proxy/sluice/pkg/auth"
 	"github.com/sluice-proxy/sluice/pkg/config"
+	"github.com/sluice-proxy/sluice/pkg/endpoint"
 	"github.com/sluice-proxy/sluice/pkg/filter"
 	"github.com/sluice-proxy/sluice/pkg/httpproxy"
 )
 
 // httpService is one configured http_proxy and what runs it.
 type httpService struct {
-	key   string // listen address
-	cfg   config.HTTPProxy
-	users []config.User // the users it was built with, when it uses them
-	svc   *httpproxy.Service
+	key    string // interface and listen address (httpKey)
+	cfg    config.HTTPProxy
+	users  []config.User // the users it was built with, when it uses them
+	svc    *httpproxy.Service
+	follow *follower // nil unless cfg.Interface is set
+}
+
+// httpKey is where h listens: services with the same key replace each
+// other on reload.
+func httpKey(h config.HTTPProxy) string { return h.Interface + "|" + h.Listen.String() }
+
+// stopAccepting closes the proxy's listeners and its interface watch.
+func (s *httpService) stopAccepting() {
+	if s.follow != nil {
+		s.follow.close()
+		s.follow = nil
+	}
+	s.svc.StopAccepting()
 }
 
 // httpServices are the daemon's HTTP proxies, by listen address.
@@ -56,6 +71,7 @@ func (d *Daemon) newHTTP(h config.HTTPProxy, cfg *config.Config, users *auth.Use
 		MaxConns:          h.MaxConns,
 		ForwardedFor:      h.ForwardedFor,
 		Transparent:       h.Transparent,
+		TProxy:            h.TProxy,
 		ACL:               &list,
 		Admit:             d.admit,
 		Pools:             d.pools,
@@ -75,7 +91,10 @@ func (d *Daemon) newHTTP(h config.HTTPProxy, cfg *config.Config, users *auth.Use
 		}
 		hc.BodyWords = w
 	}
-	s := &httpService{key: h.Listen.String(), cfg: h}
+	if h.Interface != "" {
+		hc.Listen = endpoint.Addr{} // the interface's addresses, once started
+	}
+	s := &httpService{key: httpKey(h), cfg: h}
 	if h.Auth {
 		hc.Users = users
 		s.users = cfg.Users
@@ -122,6 +141,15 @@ func (d *Daemon) startOneHTTP(s *httpService) error {
 	if err := s.svc.Start(); err != nil {
 		return fmt.Errorf("http_proxy '%s': %w", s.cfg.Name, err)
 	}
+	if s.cfg.Interface != "" {
+		fl, err := followInterface("http_proxy", s.cfg.Name, s.cfg.Interface, s.cfg.Listen, s.svc, d.log)
+		if err != nil {
+			return fmt.Errorf("http_proxy '%s': %w", s.cfg.Name, err)
+		}
+		s.follow = fl
+		d.log.Info("following interface", "http_proxy", s.cfg.Name, "interface", s.cfg.Interface, "port", s.cfg.Listen.Port)
+		return nil
+	}
 	d.log.Info("listening", "http_proxy", s.cfg.Name, "addr", s.svc.Addr(), "rules", len(s.cfg.ACL.Rules), "auth", s.cfg.Auth)
 	return nil
 }
@@ -129,7 +157,7 @@ func (d *Daemon) startOneHTTP(s *httpService) error {
 // stopHTTP closes every listener (start-up failed).
 func (d *Daemon) stopHTTP() {
 	for _, s := range d.http.running {
-		s.svc.StopAccepting()
+		s.stopAccepting()
 	}
 }
 
@@ -153,7 +181,7 @@ func (d *Daemon) reloadHTTP(cfg *config.Config) error {
 	next := make(map[string]*httpService)
 	var start []config.HTTPProxy
 	for _, h := range cfg.HTTPProxies {
-		s, ok := old[h.Listen.String()]
+		s, ok := old[httpKey(h)]
 		if ok && sameHTTP(s.cfg, h) && (!h.Auth || reflect.DeepEqual(s.users, cfg.Users)) {
 			delete(old, s.key)
 			next[s.key] = s
@@ -182,7 +210,7 @@ func (d *Daemon) reloadHTTP(cfg *config.Config) error {
 }
 
 func (d *Daemon) retireHTTP(s *httpService) {
-	s.svc.StopAccepting()
+	s.stopAccepting()
 	d.log.Info("http_proxy replaced or removed: draining", "http_proxy", s.cfg.Name, "live", s.svc.Active())
 	d.http.draining.Add(1)
 	go func() {
@@ -196,6 +224,7 @@ func (d *Daemon) retireHTTP(s *httpService) {
 // for their connections to end; wg counts it. Called on shutdown.
 func (d *Daemon) drainHTTP(ctx context.Context, wg *sync.WaitGroup) {
 	for _, s := range d.http.running {
+		s.stopAccepting()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -213,7 +242,7 @@ func (d *Daemon) drainHTTP(ctx context.Context, wg *sync.WaitGroup) {
 func (d *Daemon) httpStats(ctx context.Context) []ServiceStats {
 	var out []ServiceStats
 	for _, s := range d.http.running {
-		ss := ServiceStats{Name: s.cfg.Name, Type: "http_proxy", Listen: []string{s.svc.Addr()}, Active: s.svc.Active()}
+		ss := ServiceStats{Name: s.cfg.Name, Type: "http_proxy", Listen: s.svc.Addrs(), Active: s.svc.Active()}
 		if hs, err := s.svc.Snapshot(ctx); err == nil {
 			ss.Accepted, ss.Relayed, ss.Refused = hs.Accepted, hs.Requests, hs.Errors
 			ss.BytesUp, ss.BytesDown = hs.BytesUp, hs.BytesDown

@@ -204,9 +204,7 @@ func (s *Service) accept(l *reactor.Loop, fd int) {
 		c.client = sockaddrIP(sa)
 	}
 	if s.cfg.Transparent {
-		if sa, err := sys.OriginalDst(fd); err == nil {
-			c.orig = sockaddrAddrPort(sa)
-		}
+		c.orig = s.originalDst(fd)
 	}
 	c.timer.Func = c.expire
 	if err := l.Register(fd, endpoint.ConnEvents, c); err != nil {
@@ -493,6 +491,10 @@ func (c *conn) resolve() {
 	}
 	if d, ok := c.s.cfg.ACL.CheckHost(c.aclRequest(netip.Addr{})); ok && d.Action == acl.Deny && !ip.IsValid() {
 		c.deny(d, netip.Addr{})
+		return
+	}
+	if n, ok := maxForwards(ex.req); ok && n == 0 {
+		c.respond(200, localAnswer(ex.req))
 		return
 	}
 	if ip.IsValid() {
@@ -1149,7 +1151,11 @@ func (s *Service) logRecord(l *reactor.Loop, r *record) {
 }
 
 // fail answers the client with an error status and closes after it.
-func (c *conn) fail(status int, reason string) {
+func (c *conn) fail(status int, reason string) { c.respond(status, errorResponse(status, reason)) }
+
+// respond ends the connection with a complete response sluice made
+// itself (with Connection: close), after logging it.
+func (c *conn) respond(status int, resp []byte) {
 	if c.ex == nil {
 		c.ex = &exchange{up: -1, start: time.Now()}
 	}
@@ -1157,7 +1163,7 @@ func (c *conn) fail(status int, reason string) {
 	c.abortUp()
 	ex.status = status
 	c.logAccess()
-	_, _ = sys.Write(c.fd, errorResponse(status, reason))
+	_, _ = sys.Write(c.fd, resp)
 	c.closeGracefully()
 }
 

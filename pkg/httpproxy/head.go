@@ -54,6 +54,12 @@ func (c *conn) requestHead(b []byte) []byte {
 		if c.s.cfg.BodyWords != nil && httpmsg.EqualFold(f.Name, "Accept-Encoding") {
 			continue // the content filter reads bodies uncompressed
 		}
+		if httpmsg.EqualFold(f.Name, "Max-Forwards") {
+			if n, ok := maxForwards(req); ok && n > 0 {
+				b = appendField(b, f.Name, strconv.FormatInt(n-1, 10))
+				continue
+			}
+		}
 		if httpmsg.EqualFold(f.Name, "X-Forwarded-For") {
 			if c.s.cfg.ForwardedFor {
 				xff = f.Value

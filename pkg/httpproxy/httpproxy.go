@@ -19,7 +19,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -54,7 +54,8 @@ const lingerTimeout = 2 * time.Second
 type Config struct {
 	// Name names the service in logs. If empty, the listen address.
 	Name string
-	// Listen is the address New listens on.
+	// Listen is the address New listens on. If empty, the service
+	// listens where AddListener says (an interface's addresses).
 	Listen endpoint.Addr
 	// ConnectTimeout bounds a connect to an origin (per address). If
 	// zero, DefaultConnectTimeout; an expired connect answers 504.
@@ -84,6 +85,12 @@ type Config struct {
 	// origin only for host rules, logs and the forwarded head.
 	// Absolute-form requests and CONNECT work as usual.
 	Transparent bool
+	// TProxy accepts connections an nftables `tproxy` rule diverted to
+	// the listener (it is made with IP_TRANSPARENT, which needs
+	// CAP_NET_ADMIN): their local address is the original destination.
+	// A connection whose local port is the listener's own came to the
+	// proxy directly. TProxy implies Transparent.
+	TProxy bool
 	// ForwardedFor adds X-Forwarded-For with the client address. Off by
 	// default: the client stays hidden from origins.
 	ForwardedFor bool
@@ -151,11 +158,10 @@ type Service struct {
 	stats   []Stats // one per loop, owned by it
 	active  atomic.Int64
 	idle    chan struct{}
-
-	mu       sync.Mutex
-	ln       *endpoint.Listener
-	started  bool
-	draining bool
+	lns     *endpoint.Group
+	// port is the listeners' port: with TProxy, a connection to another
+	// local port was diverted.
+	port atomic.Int32
 }
 
 // New checks cfg and listens. Connections are accepted once Start is
@@ -210,53 +216,56 @@ func New(ctx context.Context, r *reactor.Reactor, cfg Config) (*Service, error) 
 		s.bufs[i].size = bufSize(cfg.Limits)
 		s.origins[i].loop = l
 	}
-	ln, err := endpoint.Listen(ctx, cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("http proxy: %w", err)
+	s.lns = endpoint.NewGroup(r.Loops(), s.accept, endpoint.ListenOptions{Transparent: cfg.TProxy}, func(err error) {
+		s.warn.Log(slog.LevelWarn, "accept failed", "err", err)
+	})
+	if cfg.TProxy {
+		s.cfg.Transparent = true
 	}
-	ln.OnError = func(err error) { s.warn.Log(slog.LevelWarn, "accept failed", "err", err) }
-	s.ln = ln
+	if cfg.Listen.Network != "" {
+		if _, err := s.AddListener(ctx, cfg.Listen); err != nil {
+			return nil, fmt.Errorf("http proxy: %w", err)
+		}
+	}
 	return s, nil
 }
 
-// Addr returns the address the service listens on, port 0 resolved.
-func (s *Service) Addr() string { return s.ln.Addr() }
+// Addr returns the address New listened on, port 0 resolved ("" when
+// cfg.Listen was empty).
+func (s *Service) Addr() string { return s.lns.Addr() }
+
+// Addrs returns the address of every listener, as in use.
+func (s *Service) Addrs() []string { return s.lns.Addrs() }
+
+// AddListener listens on a too (an interface's new address); see
+// endpoint.Group.Add.
+func (s *Service) AddListener(ctx context.Context, a endpoint.Addr) (string, error) {
+	addr, err := s.lns.Add(ctx, a)
+	if err == nil {
+		if ap, perr := netip.ParseAddrPort(addr); perr == nil {
+			s.port.Store(int32(ap.Port()))
+		}
+	}
+	return addr, err
+}
+
+// RemoveListener stops accepting on a and reports whether it listened
+// there; connections accepted there live on.
+func (s *Service) RemoveListener(a endpoint.Addr) bool { return s.lns.Remove(a) }
 
 // Start accepts connections on every loop.
-func (s *Service) Start() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.started || s.draining {
-		return nil
-	}
-	s.started = true
-	return s.ln.Serve(s.reactor.Loops(), s.accept)
-}
+func (s *Service) Start() error { return s.lns.Start() }
 
 // Active returns the number of live client connections and tunnels.
 func (s *Service) Active() int { return int(s.active.Load()) }
 
 // SetActiveLoops makes only the first n loops accept new connections (the
 // tuner's loop knob); see endpoint.Listener.SetActiveLoops.
-func (s *Service) SetActiveLoops(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.draining {
-		s.ln.SetActiveLoops(n)
-	}
-}
+func (s *Service) SetActiveLoops(n int) { s.lns.SetActiveLoops(n) }
 
 // StopAccepting closes the listener; live connections are not touched. It
 // must not be called from a loop goroutine.
-func (s *Service) StopAccepting() {
-	s.mu.Lock()
-	already := s.draining
-	s.draining = true
-	s.mu.Unlock()
-	if !already {
-		s.ln.Close()
-	}
-}
+func (s *Service) StopAccepting() { s.lns.Close() }
 
 // Drain stops accepting and waits until every live connection has ended or
 // ctx is done. It must not be called from a loop goroutine.

@@ -2,8 +2,11 @@ package httpproxy
 
 import (
 	"errors"
+	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/sluice-proxy/sluice/pkg/sys"
 )
 
 // target is where a request goes: the origin's host and port and, for
@@ -139,4 +142,25 @@ func validIPv6(h string) bool {
 		}
 	}
 	return true
+}
+
+// originalDst is where a connection accepted in transparent mode was
+// going: the conntrack entry of a REDIRECT or DNAT, else, with TProxy,
+// the local address of a connection a tproxy rule diverted. A connection
+// to the listeners' own port was made to the proxy itself: its original
+// destination is invalid, so an origin-form request on it cannot make
+// the proxy connect to itself.
+func (s *Service) originalDst(fd int) netip.AddrPort {
+	sa, err := sys.OriginalDst(fd)
+	if err != nil && s.cfg.TProxy {
+		sa, err = sys.LocalAddr(fd)
+	}
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	orig := sockaddrAddrPort(sa)
+	if int32(orig.Port()) == s.port.Load() {
+		return netip.AddrPort{}
+	}
+	return orig
 }
