@@ -143,7 +143,7 @@ func posixLocation(tz string) (*time.Location, error) {
 		}
 		b = binary.BigEndian.AppendUint32(b, 0) // utoff of type 0
 		b = append(b, 0, 0)                     // isdst, desigidx
-		b = append(b, "?\x00"...) // the name only a TZ string Go cannot read leaves
+		b = append(b, "?\x00"...)               // the name only a TZ string Go cannot read leaves
 	}
 	block()
 	block()
