@@ -25,6 +25,8 @@ type Class struct {
 	Name string
 	Line int
 	Limits
+	// Quota is the class's traffic and time quota (see accounting.go).
+	Quota Quota
 }
 
 // Over returns l with the non-zero fields of o in place of its own.
@@ -72,9 +74,12 @@ func setMaxConns(dst *int, v string) (err error) {
 
 // classSchema is the `config class` section.
 var classSchema = map[string]spec[*Class]{
-	"rate_up":   {set: func(c *Class, v string) error { return setRate(&c.Up, v) }},
-	"rate_down": {set: func(c *Class, v string) error { return setRate(&c.Down, v) }},
-	"max_conns": {set: func(c *Class, v string) error { return setMaxConns(&c.MaxConns, v) }},
+	"rate_up":      {set: func(c *Class, v string) error { return setRate(&c.Up, v) }},
+	"rate_down":    {set: func(c *Class, v string) error { return setRate(&c.Down, v) }},
+	"max_conns":    {set: func(c *Class, v string) error { return setMaxConns(&c.MaxConns, v) }},
+	"quota_bytes":  {set: func(c *Class, v string) error { return setQuotaBytes(&c.Quota, v) }},
+	"quota_time":   {set: func(c *Class, v string) error { return setQuotaTime(&c.Quota, v) }},
+	"quota_period": {set: func(c *Class, v string) error { return setQuotaPeriod(&c.Quota, v) }},
 }
 
 // parseClassSection handles the class section type; it reports whether s

@@ -86,7 +86,7 @@ func TestParseClassErrors(t *testing.T) {
 		want []string
 	}{
 		{"unknown option", "config class 'kids'\n\toption rate '1mbit'\n",
-			[]string{`f.conf:2: class 'kids': option 'rate': unknown option for a class section; known: max_conns, rate_down, rate_up`}},
+			[]string{`f.conf:2: class 'kids': option 'rate': unknown option for a class section; known: max_conns, quota_bytes, quota_period, quota_time, rate_down, rate_up`}},
 		{"bad rate", "config class 'kids'\n\toption rate_down '10 parsecs'\n",
 			[]string{`f.conf:2: class 'kids': option 'rate_down': "10 parsecs": unknown unit`}},
 		{"zero rate", "config class 'kids'\n\toption rate_up '0'\n",

@@ -105,6 +105,8 @@ type Global struct {
 	// Grace is how long live connections get to finish on SIGTERM;
 	// default DefaultGrace.
 	Grace time.Duration
+	// Accounting are the accounting options (see accounting.go).
+	Accounting Accounting
 	// Line is where the section starts; 0 when the file has none.
 	Line int
 }
@@ -228,6 +230,7 @@ func defaultGlobal() Global {
 		Grace:         DefaultGrace,
 		Autotune:      true,
 		Telemetry:     "auto",
+		Accounting:    Accounting{Enabled: true, Dir: DefaultAccountingDir, Interval: DefaultAccountingInterval},
 	}
 }
 

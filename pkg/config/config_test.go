@@ -24,6 +24,7 @@ func TestParseFull(t *testing.T) {
 		Loops: 2, LogLevel: slog.LevelDebug, Log: "/var/log/sluice.log", LogSize: 256 << 10,
 		ControlSocket: "/var/run/sluice.sock", User: "nobody", Group: "nogroup", MaxMemory: 24 << 20,
 		MaxPipes: 64, PipeSize: 256 << 10, Grace: 5 * time.Second, Line: 4,
+		Accounting:  Accounting{Enabled: true, Dir: DefaultAccountingDir, Interval: DefaultAccountingInterval},
 		TuneMinPipe: 32 << 10, TuneMaxPipe: 512 << 10, TuneMinLoops: 1, TuneMaxLoops: 2, Telemetry: "proc",
 	}
 	if cfg.Global != wantGlobal {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/sluice-proxy/sluice/pkg/acl"
@@ -41,6 +42,11 @@ type HTTPProxy struct {
 	// BlockURLs are URL patterns answered with 403; BlockWords are words
 	// that block text responses (see package filter).
 	BlockURLs, BlockWords []string
+	// CacheSize is the HTTP cache's memory in bytes (0: no cache);
+	// CacheMaxObject the largest body it stores (0: 1M); CacheDir an
+	// optional disk store and CacheDirSize its size (0: 256M).
+	CacheSize, CacheMaxObject, CacheDirSize int64
+	CacheDir                                string
 }
 
 // User is one `config user 'NAME'` section.
@@ -56,6 +62,8 @@ type User struct {
 	// Limits are the user's own rate_up, rate_down and max_conns; zero
 	// fields take the class's (see Config.LimitsOf).
 	Limits Limits
+	// Quota overrides the class's quota field by field (see QuotaOf).
+	Quota Quota
 }
 
 type httpTarget struct {
@@ -137,6 +145,16 @@ var httpSchema = map[string]spec[*httpTarget]{
 		t.h.BlockURLs = append(t.h.BlockURLs, v)
 		return nil
 	}},
+	"cache_size":       {set: func(t *httpTarget, v string) (err error) { t.h.CacheSize, err = parseSize(v); return err }},
+	"cache_max_object": {set: func(t *httpTarget, v string) (err error) { t.h.CacheMaxObject, err = parseSize(v); return err }},
+	"cache_dir_size":   {set: func(t *httpTarget, v string) (err error) { t.h.CacheDirSize, err = parseSize(v); return err }},
+	"cache_dir": {set: func(t *httpTarget, v string) error {
+		if !strings.HasPrefix(v, "/") {
+			return fmt.Errorf("%q: want an absolute directory path", v)
+		}
+		t.h.CacheDir = v
+		return nil
+	}},
 	"block_word": {list: true, set: func(t *httpTarget, v string) error {
 		if _, err := filter.NewWords([]string{v}); err != nil {
 			return err
@@ -163,10 +181,13 @@ var userSchema = map[string]spec[*User]{
 		u.Hash = v
 		return nil
 	}},
-	"class":     {set: func(u *User, v string) error { u.Class = v; return nonEmpty(v) }},
-	"rate_up":   {set: func(u *User, v string) error { return setRate(&u.Limits.Up, v) }},
-	"rate_down": {set: func(u *User, v string) error { return setRate(&u.Limits.Down, v) }},
-	"max_conns": {set: func(u *User, v string) error { return setMaxConns(&u.Limits.MaxConns, v) }},
+	"class":        {set: func(u *User, v string) error { u.Class = v; return nonEmpty(v) }},
+	"rate_up":      {set: func(u *User, v string) error { return setRate(&u.Limits.Up, v) }},
+	"rate_down":    {set: func(u *User, v string) error { return setRate(&u.Limits.Down, v) }},
+	"max_conns":    {set: func(u *User, v string) error { return setMaxConns(&u.Limits.MaxConns, v) }},
+	"quota_bytes":  {set: func(u *User, v string) error { return setQuotaBytes(&u.Quota, v) }},
+	"quota_time":   {set: func(u *User, v string) error { return setQuotaTime(&u.Quota, v) }},
+	"quota_period": {set: func(u *User, v string) error { return setQuotaPeriod(&u.Quota, v) }},
 	"address": {list: true, set: func(u *User, v string) error {
 		p, err := acl.ParsePrefix(v)
 		if err != nil {

@@ -119,7 +119,11 @@ var globalSchema = map[string]spec[*Global]{
 		g.PipeSize = int(n)
 		return err
 	}},
-	"grace": {set: func(g *Global, v string) (err error) { g.Grace, err = parseDuration(v); return err }},
+	"grace":               {set: func(g *Global, v string) (err error) { g.Grace, err = parseDuration(v); return err }},
+	"accounting":          {set: func(g *Global, v string) (err error) { g.Accounting.Enabled, err = parseBool(v); return err }},
+	"accounting_dir":      {set: setAccountingDir},
+	"accounting_interval": {set: setAccountingInterval},
+	"timezone":            {set: setTimezone},
 }
 
 // forwardTarget is what a forward section's options write to.
