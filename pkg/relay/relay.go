@@ -18,6 +18,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/sluice-proxy/sluice/pkg/ratelimit"
 	"github.com/sluice-proxy/sluice/pkg/reactor"
 	"github.com/sluice-proxy/sluice/pkg/sys"
 )
@@ -40,6 +41,11 @@ type Options struct {
 	// Done, if set, is called once on the loop after both sockets are
 	// closed, with nil after a clean end or the reason otherwise.
 	Done func(r *Relay, err error)
+	// LimitAB and LimitBA, if set, bound the rate of each direction (a to
+	// b, b to a): the relay reads, and splices, no more than the bucket
+	// grants, and while it waits for a grant it reads nothing that way
+	// until a loop timer resumes it. If nil, no limit.
+	LimitAB, LimitBA *ratelimit.Bucket
 }
 
 // Relay joins two sockets. Its methods run on the loop that owns it.
@@ -81,6 +87,8 @@ type flow struct {
 	// direction was last counted as a flow of each kind.
 	spliceEpoch, copyEpoch uint32
 	bytes                  uint64
+	// lim holds the direction's rate limit grant; nil: no limit.
+	lim *ratelimit.Flow
 }
 
 // smallSplice is the chunk below which a splicing direction goes back to
@@ -102,6 +110,12 @@ func Start(l *reactor.Loop, pool *Pool, a, b int, opts Options) *Relay {
 	if opts.IdleTimeout > 0 {
 		r.timer.Func = r.checkIdle
 		l.Schedule(&r.timer, opts.IdleTimeout)
+	}
+	if opts.LimitAB != nil {
+		r.ab.lim = ratelimit.NewFlow(opts.LimitAB, r.pump)
+	}
+	if opts.LimitBA != nil {
+		r.ba.lim = ratelimit.NewFlow(opts.LimitBA, r.pump)
 	}
 	r.pump()
 	return r
@@ -195,7 +209,16 @@ func (r *Relay) move(f *flow, src, dst *end) (bool, error) {
 		if round == roundsPerTurn {
 			return true, nil
 		}
-		n, drained, err := r.fill(f, src)
+		grant := 0 // no limit
+		if f.lim != nil {
+			if grant = f.lim.Grant(r.loop, r.pool.pipeSize); grant == 0 {
+				return false, nil // a timer resumes the relay
+			}
+		}
+		n, drained, err := r.fill(f, src, grant)
+		if f.lim != nil {
+			f.lim.Used(n, n == 0 || drained || err != nil)
+		}
 		switch {
 		case err == nil && n == 0:
 			f.eof = true
@@ -228,14 +251,18 @@ func (f *flow) pending() bool { return f.inPipe > 0 || f.off < f.n }
 // the flow holds nothing, so EAGAIN always means the socket is drained and 0
 // always means end of file. drained reports a short read that emptied the
 // socket (a splice can stop short for lack of pipe slots, so only reads
-// tell).
-func (r *Relay) fill(f *flow, src *end) (n int, drained bool, err error) {
+// tell). grant, if not 0, is the most it may read.
+func (r *Relay) fill(f *flow, src *end, grant int) (n int, drained bool, err error) {
 	if f.bulk && !r.copyOnly {
 		if p, ok := r.pool.getPipe(); ok {
-			n, err := sys.Splice(src.fd, p.w, r.pool.pipeSize)
+			want := r.pool.pipeSize
+			if grant > 0 && grant < want {
+				want = grant
+			}
+			n, err := sys.Splice(src.fd, p.w, want)
 			if n > 0 {
 				f.pipe, f.inPipe = p, n
-				if n < smallSplice {
+				if n < smallSplice && n < want {
 					f.bulk = false
 				}
 				c := &r.pool.counts
@@ -254,17 +281,21 @@ func (r *Relay) fill(f *flow, src *end) (n int, drained bool, err error) {
 		}
 	}
 	buf := r.pool.getBuf()
-	n, err = sys.Read(src.fd, buf)
+	rb := buf
+	if grant > 0 && grant < len(rb) {
+		rb = rb[:grant]
+	}
+	n, err = sys.Read(src.fd, rb)
 	if n > 0 {
 		f.buf, f.off, f.n = buf, 0, n
-		f.bulk = n == len(buf)
+		f.bulk = n == len(rb)
 		c := &r.pool.counts
 		c.CopiedChunks++
 		if f.copyEpoch != r.pool.epoch {
 			f.copyEpoch = r.pool.epoch
 			c.CopiedFlows++
 		}
-		return n, n < len(buf) && !src.hangup, nil
+		return n, n < len(rb) && !src.hangup, nil
 	}
 	r.pool.putBuf(buf)
 	return 0, false, err
@@ -342,6 +373,9 @@ func (r *Relay) finish(reason error) {
 	r.closed = true
 	r.loop.Cancel(&r.timer)
 	for _, f := range []*flow{&r.ab, &r.ba} {
+		if f.lim != nil {
+			f.lim.Stop(r.loop)
+		}
 		if f.inPipe > 0 {
 			r.pool.destroyPipe(f.pipe) // bytes of a dead connection
 			f.inPipe = 0
