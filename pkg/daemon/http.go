@@ -11,6 +11,7 @@ import (
 	"github.com/sluice-proxy/sluice/pkg/config"
 	"github.com/sluice-proxy/sluice/pkg/endpoint"
 	"github.com/sluice-proxy/sluice/pkg/filter"
+	"github.com/sluice-proxy/sluice/pkg/httpcache"
 	"github.com/sluice-proxy/sluice/pkg/httpproxy"
 )
 
@@ -90,6 +91,14 @@ func (d *Daemon) newHTTP(h config.HTTPProxy, cfg *config.Config, users *auth.Use
 			return nil, fmt.Errorf("http_proxy '%s': %w", h.Name, err)
 		}
 		hc.BodyWords = w
+	}
+	if h.CacheSize > 0 {
+		c, err := httpcache.New(httpcache.Config{MaxBytes: h.CacheSize, MaxObject: h.CacheMaxObject,
+			Dir: h.CacheDir, DirMaxBytes: h.CacheDirSize, Log: d.log.With("http_proxy", h.Name)})
+		if err != nil {
+			return nil, fmt.Errorf("http_proxy '%s': %w", h.Name, err)
+		}
+		hc.Cache = c
 	}
 	if h.Interface != "" {
 		hc.Listen = endpoint.Addr{} // the interface's addresses, once started

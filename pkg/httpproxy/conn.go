@@ -30,6 +30,8 @@ const (
 	stExchange              // request and response in flight
 	stTunnel                // CONNECT: flushing "200" and early bytes before the relay
 	stLinger                // an error was sent: discarding input until EOF or timeout
+	stCache                 // answering from the cache (cache.go)
+	stJoined                // waiting for another client's fetch of the same URL
 	stClosed
 )
 
@@ -90,6 +92,7 @@ type exchange struct {
 	respBody           body
 	respDone, reqDone  bool
 	keepClient         bool
+	cache              *cacheState // the cache's part; nil when the request bypasses it
 }
 
 type upHandler struct{ c *conn }
@@ -260,6 +263,8 @@ func (c *conn) pump() {
 		c.runTunnel()
 	case stLinger:
 		c.linger()
+	case stCache:
+		c.runHit()
 	}
 }
 
@@ -343,7 +348,9 @@ func (c *conn) expire() {
 			return
 		}
 		c.close(false)
-	case stExchange, stDial:
+	case stJoined:
+		c.cacheWoken()
+	case stExchange, stDial, stCache:
 		deadline := c.last + c.s.cfg.ReadTimeout
 		if now := c.loop.Now(); now < deadline {
 			c.loop.ScheduleAt(&c.timer, deadline)
@@ -543,6 +550,9 @@ func (c *conn) resolved(ips []netip.Addr, err error) {
 		}
 	}
 	ex.addrs = ips
+	if c.cacheLookup() {
+		return
+	}
 	c.state = stDial
 	c.last = c.loop.Now()
 	c.dialNext()
@@ -887,6 +897,9 @@ func (c *conn) moveDown() (bool, error) {
 					return progress, upstreamError{err}
 				}
 				ex.ow0, ex.ow1 = ex.or0, ex.or0+out
+				if ex.cache != nil {
+					c.cacheTee(ex.out[ex.ow0:ex.ow1])
+				}
 				ex.or0 += used
 				if ex.respBody.done {
 					ex.respDone = true
@@ -948,6 +961,9 @@ func (c *conn) startResponse(resp *httpmsg.Response) {
 		if ex.req.Version == 1 {
 			ex.cHead = interimHead(c.cHeadSpace(), resp)
 		}
+		return
+	}
+	if c.cacheResponse(resp) {
 		return
 	}
 	ex.resp = resp
@@ -1054,6 +1070,7 @@ func (c *conn) cHeadSpace() []byte {
 // abortUp closes the origin connection, if any, and gives back what the
 // exchange borrowed.
 func (c *conn) abortUp() {
+	c.cacheAbandon()
 	if ex := c.ex; ex != nil && ex.up >= 0 {
 		c.loop.Close(ex.up)
 		ex.up = -1
@@ -1074,6 +1091,7 @@ func (c *conn) abortUp() {
 // finishExchange ends a complete exchange and waits for the next request
 // or closes.
 func (c *conn) finishExchange() {
+	c.cacheFinish()
 	ex := c.ex
 	st := &c.s.stats[c.loop.ID()]
 	st.BytesUp += ex.bytesUp

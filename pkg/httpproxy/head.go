@@ -69,6 +69,7 @@ func (c *conn) requestHead(b []byte) []byte {
 		b = appendField(b, f.Name, f.Value)
 	}
 	b = appendField(b, "Via", viaValue)
+	b = c.cacheRequestFields(b)
 	if c.s.cfg.ForwardedFor && c.client.IsValid() {
 		if xff != "" {
 			xff += ", "

@@ -27,6 +27,7 @@ import (
 	"github.com/sluice-proxy/sluice/pkg/auth"
 	"github.com/sluice-proxy/sluice/pkg/endpoint"
 	"github.com/sluice-proxy/sluice/pkg/filter"
+	"github.com/sluice-proxy/sluice/pkg/httpcache"
 	"github.com/sluice-proxy/sluice/pkg/httpmsg"
 	"github.com/sluice-proxy/sluice/pkg/ratelog"
 	"github.com/sluice-proxy/sluice/pkg/reactor"
@@ -124,6 +125,9 @@ type Config struct {
 	// It must not block (the daemon's memory cap and the tuner's wake-up
 	// use it).
 	Admit func() error
+	// Cache, if set, stores and serves GET responses (RFC 9111; see
+	// cache.go). It may be shared by several services.
+	Cache *httpcache.Cache
 }
 
 // Stats are a service's counters.

@@ -1,5 +1,6 @@
 // Command bench runs sluice and its peers (HAProxy, nginx stream, socat and
-// a plain-Go io.Copy proxy) side by side on loopback and prints markdown
+// a plain-Go io.Copy proxy; squid and tinyproxy for the HTTP proxy figures)
+// side by side on loopback and prints markdown
 // tables with every figure as a median of repeated runs and ratios against
 // the direct connection and the best peer. `make bench` runs it.
 //
@@ -18,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -26,6 +28,8 @@ func main() {
 		sub := map[string]func([]string) error{
 			"echo": runEcho, "pingpong": runPingPong, "connrate": runConnRate,
 			"hold": runHold, "goproxy": runGoProxy,
+			"httporigin": runOrigin, "source": runSource, "httpload": runHTTPLoad,
+			"tunnel": runTunnel, "httphold": runHTTPHold, "burst": runBurst,
 		}[os.Args[1]]
 		if sub != nil {
 			if err := sub(os.Args[2:]); err != nil {
@@ -50,9 +54,12 @@ type bench struct {
 	reps   int
 	dur    time.Duration
 	idleN  int
-	only   map[string]bool
-	out    io.Writer
-	specs  []relaySpec
+	// httpIdleN is how many idle keep-alive clients, then tunnels, the
+	// HTTP proxy memory figure holds.
+	httpIdleN int
+	only      map[string]bool
+	out       io.Writer
+	specs     []relaySpec
 	// tuneRun is set while the autotune figure reuses the others with
 	// sluice's variants only and fewer workloads.
 	tuneRun bool
@@ -66,7 +73,8 @@ func runBench(args []string) error {
 	fs.IntVar(&b.reps, "reps", 3, "repetitions of every figure")
 	fs.DurationVar(&b.dur, "dur", 3*time.Second, "duration of each timed run")
 	fs.IntVar(&b.idleN, "idle", 9000, "idle relayed connections for the memory figure")
-	figs := fs.String("figures", "bulk,pingpong,connrate,idle,size,tune", "figures to take")
+	fs.IntVar(&b.httpIdleN, "http-idle", 2000, "idle keep-alive clients and tunnels for the HTTP proxy memory figure")
+	figs := fs.String("figures", "bulk,pingpong,connrate,idle,size,tune,http,cache", "figures to take")
 	outPath := fs.String("out", "", "also write the markdown here")
 	fs.Parse(args)
 	b.only = map[string]bool{}
@@ -80,7 +88,7 @@ func runBench(args []string) error {
 	if b.self, err = os.Executable(); err != nil {
 		return err
 	}
-	if err := checkTools(); err != nil {
+	if err := checkTools(b.only); err != nil {
 		return err
 	}
 	b.tmp, err = os.MkdirTemp("", "sluice-bench")
@@ -105,7 +113,7 @@ func runBench(args []string) error {
 		run  func() error
 	}{
 		{"bulk", b.bulk}, {"pingpong", b.pingpong}, {"connrate", b.connRate}, {"idle", b.idle}, {"size", b.size},
-		{"tune", b.tune},
+		{"tune", b.tune}, {"http", b.httpFig}, {"cache", b.cacheFig},
 	} {
 		if b.only[fig.name] {
 			if err := fig.run(); err != nil {
@@ -117,9 +125,13 @@ func runBench(args []string) error {
 }
 
 // checkTools says what to install when a peer is missing.
-func checkTools() error {
+func checkTools(only map[string]bool) error {
 	var missing []string
-	for _, t := range []string{"haproxy", "nginx", "socat", "iperf3", "taskset"} {
+	tools := []string{"haproxy", "nginx", "socat", "iperf3", "taskset"}
+	if only["http"] || only["cache"] {
+		tools = append(tools, "squid", "tinyproxy")
+	}
+	for _, t := range tools {
 		if _, err := exec.LookPath(t); err != nil {
 			missing = append(missing, t)
 		}
@@ -128,7 +140,7 @@ func checkTools() error {
 		missing = append(missing, "nginx stream module")
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("missing %s: run `make bench` (it installs haproxy nginx-light libnginx-mod-stream socat iperf3 util-linux) or apt-get install them", strings.Join(missing, ", "))
+		return fmt.Errorf("missing %s: run `make bench` (it installs haproxy nginx-light libnginx-mod-stream socat iperf3 squid tinyproxy util-linux) or apt-get install them", strings.Join(missing, ", "))
 	}
 	return nil
 }
@@ -136,6 +148,7 @@ func checkTools() error {
 // background starts a helper pinned to the load CPU and waits for "ready".
 func (b *bench) background(args ...string) (*exec.Cmd, error) {
 	cmd := exec.Command("taskset", append([]string{"-c", loadCPU}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err

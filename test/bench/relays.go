@@ -120,6 +120,7 @@ type running struct {
 	spec relaySpec
 	addr string // where clients connect
 	cmd  *exec.Cmd
+	dir  string // scratch folder with its config and logs
 }
 
 // pid is the relay's process id, 0 for direct.
@@ -151,11 +152,13 @@ func startRelay(b *bench, spec relaySpec, port int, upstream string) (*running, 
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: a bench killed mid-run (Ctrl-C, a closed pipe) leaves
+	// no relay holding its port.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", spec.name, err)
 	}
-	r := &running{spec: spec, addr: listen, cmd: cmd}
+	r := &running{spec: spec, addr: listen, cmd: cmd, dir: dir}
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		c, err := net.DialTimeout("tcp", listen, time.Second)
 		if err == nil {

@@ -1,0 +1,477 @@
+package httpproxy
+
+import (
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/sluice-proxy/sluice/pkg/filter"
+	"github.com/sluice-proxy/sluice/pkg/httpcache"
+	"github.com/sluice-proxy/sluice/pkg/httpmsg"
+	"github.com/sluice-proxy/sluice/pkg/sys"
+)
+
+// The cache's part of the proxy (Config.Cache; policy and stores are in
+// package httpcache). A request meets the cache once its policy has
+// passed (credentials, URL filter, ACL on every resolved address), so a
+// denied URL is never answered from the cache:
+//
+//   - a fresh stored response is a hit: the exchange goes to state stCache
+//     and the stored head and body are written from memory in one writev,
+//     or the body is sent from its disk file with sendfile (the file is
+//     opened in the pool);
+//   - a stale one (or one the client asks to revalidate) goes to the
+//     origin with its validators; a 304 updates the stored head and the
+//     stored body is served, anything else replaces it;
+//   - a miss that others are already fetching waits (stJoined) for that
+//     fetch and is served from it, or fetches itself when it turns out
+//     uncacheable or after the read timeout (collapsed forwarding);
+//   - the body of a storable response is copied aside as it passes in
+//     moveDown and stored when the exchange completes; the disk copy is
+//     written in the pool.
+//
+// Responses the content filter reads (Config.BodyWords, text types) are
+// never stored; a stored text response met while the filter is on is
+// scanned (memory) or fetched again (disk) so that a blocked body is
+// never served from the cache.
+
+// cacheState is an exchange's dealings with the cache.
+type cacheState struct {
+	req     httpcache.Request
+	reqTime time.Time
+	entry   *httpcache.Entry // hit being served, or the entry being revalidated
+	reval   bool             // the request carries entry's validators
+	leader  bool             // this exchange is the collapsed fetch of req.URL
+	unsafe  bool             // an unsafe method: invalidate the URL on success
+
+	// Storing the response: fill is its entry, body the bytes so far.
+	fill    *httpcache.Entry
+	body    []byte
+	chunked bool // body arrives chunk-coded: decode while copying
+	dec     httpmsg.ChunkedDecoder
+
+	// Serving a hit: what is left of a memory body, or a disk file.
+	rest    []byte
+	fd      int
+	off     int64
+	left    int64
+	opening bool // the disk file is being opened in the pool
+}
+
+// unsafeMethod are the methods whose success invalidates stored responses
+// of their URL (RFC 9111 section 4.4).
+func unsafeMethod(m string) bool {
+	switch m {
+	case "POST", "PUT", "DELETE", "PATCH":
+		return true
+	}
+	return false
+}
+
+// cacheLookup runs once the request may go to the origin. It returns true
+// when the cache took the request over (a hit, or waiting for another
+// client's fetch).
+func (c *conn) cacheLookup() bool {
+	cache := c.s.cfg.Cache
+	ex := c.ex
+	if cache == nil || ex.tunnel {
+		return false
+	}
+	m := ex.req.Method
+	if unsafeMethod(m) {
+		ex.cache = &cacheState{req: httpcache.Request{Method: m, URL: ex.t.url()}, unsafe: true, fd: -1}
+		return false
+	}
+	if m != "GET" && m != "HEAD" {
+		return false
+	}
+	if _, ok := ex.req.Header.Get("Range"); ok {
+		return false
+	}
+	now := time.Now()
+	st := &cacheState{req: httpcache.Request{Method: m, URL: ex.t.url(), Header: ex.req.Header}, reqTime: now, fd: -1}
+	ex.cache = st
+	if e := cache.Lookup(st.req); e != nil {
+		switch e.Decide(ex.req.Header, now) {
+		case httpcache.Serve:
+			if c.serveEntry(e, now) {
+				return true
+			}
+		case httpcache.Revalidate:
+			if m == "GET" && !httpcache.Conditional(ex.req.Header) {
+				st.entry, st.reval = e, true
+				return false
+			}
+		}
+	}
+	if m == "GET" && collapsible(ex.req.Header) {
+		ex := c.ex
+		if !cache.Join(st.req.URL, func() {
+			c.loop.Post(func() {
+				if c.ex == ex && c.state == stJoined {
+					c.cacheWoken()
+				}
+			})
+		}) {
+			c.state = stJoined
+			c.last = c.loop.Now()
+			c.loop.Schedule(&c.timer, c.s.cfg.ReadTimeout)
+			return true
+		}
+		st.leader = true
+	}
+	return false
+}
+
+// collapsible reports whether a miss may wait for another client's fetch
+// of the same URL: a plain GET, without credentials, conditionals or
+// directives of its own.
+func collapsible(h httpmsg.Header) bool {
+	for _, name := range [...]string{"Authorization", "Cache-Control", "Pragma"} {
+		if _, ok := h.Get(name); ok {
+			return false
+		}
+	}
+	return !httpcache.Conditional(h)
+}
+
+// cacheWoken continues a request that waited for another fetch (or gave
+// up waiting): served from the cache if that fetch stored the response,
+// else sent to the origin itself.
+func (c *conn) cacheWoken() {
+	ex := c.ex
+	st := ex.cache
+	c.loop.Cancel(&c.timer)
+	c.state = stPolicy
+	now := time.Now()
+	if e := c.s.cfg.Cache.Lookup(st.req); e != nil && e.Decide(ex.req.Header, now) == httpcache.Serve {
+		if c.serveEntry(e, now) {
+			return
+		}
+	}
+	c.cacheFetch()
+}
+
+// cacheFetch sends the request to the origin after all.
+func (c *conn) cacheFetch() {
+	c.state = stDial
+	c.last = c.loop.Now()
+	c.dialNext()
+}
+
+// serveEntry answers the request from e, or returns false when e cannot
+// be used (a disk entry while the content filter is on, the pool full).
+func (c *conn) serveEntry(e *httpcache.Entry, now time.Time) bool {
+	ex := c.ex
+	st := ex.cache
+	if words := c.s.cfg.BodyWords; words != nil && filter.Scannable(e.ContentType, e.ContentEncode) {
+		if e.Body == nil {
+			return false
+		}
+		if w, found := words.NewScanner().Scan(e.Body); found {
+			c.s.warn.Log(slog.LevelInfo, "response blocked", "client", c.client.String(), "target", ex.t.url(), "word", w)
+			c.fail(403, "blocked by the content filter")
+			return true
+		}
+	}
+	st.entry = e
+	ex.keepClient = !ex.req.Close && ex.req.Version == 1 && !c.cEOF
+	notModified := e.NotModified(ex.req.Header)
+	ex.cHead = c.hitHead(c.cHeadSpace(), e, now, notModified)
+	ex.headOut = true
+	ex.status = e.Status
+	st.left = 0
+	if notModified {
+		ex.status = 304
+	} else if ex.req.Method == "GET" {
+		st.left = e.BodyLen
+		st.rest = e.Body
+	}
+	c.state = stCache
+	c.last = c.loop.Now()
+	c.loop.Schedule(&c.timer, c.s.cfg.ReadTimeout)
+	if st.left > 0 && e.Body == nil {
+		st.opening = true
+		cache := c.s.cfg.Cache
+		err := c.s.reactor.Pool().Submit(c.loop, func() func() {
+			fd, err := cache.OpenBody(e)
+			return func() { c.opened(ex, fd, err) }
+		})
+		if err != nil {
+			c.state = stPolicy
+			c.loop.Cancel(&c.timer)
+			ex.cHead, ex.headOut, ex.status, st.entry = nil, false, 0, nil
+			return false
+		}
+		return true
+	}
+	c.runHit()
+	return true
+}
+
+// opened continues a disk hit once its file is open (or failed to open:
+// then the request goes to the origin).
+func (c *conn) opened(ex *exchange, fd int, err error) {
+	if c.ex != ex || c.state != stCache {
+		if fd >= 0 {
+			sys.Close(fd)
+		}
+		return
+	}
+	st := ex.cache
+	st.opening = false
+	if err != nil {
+		c.s.warn.Log(slog.LevelWarn, "cache file unusable", "target", ex.t.url(), "err", err)
+		ex.cHead, ex.headOut, ex.status, st.entry = nil, false, 0, nil
+		c.cacheFetch()
+		return
+	}
+	st.fd, st.off = fd, st.entry.BodyOff
+	c.runHit()
+}
+
+// hitHead appends the head of a response served from e to b.
+func (c *conn) hitHead(b []byte, e *httpcache.Entry, now time.Time, notModified bool) []byte {
+	b = append(b, "HTTP/1.1 "...)
+	if notModified {
+		b = append(b, "304 Not Modified\r\n"...)
+		for _, f := range e.Header {
+			if keptIn304(f.Name) {
+				b = appendField(b, f.Name, f.Value)
+			}
+		}
+	} else {
+		b = strconv.AppendInt(b, int64(e.Status), 10)
+		b = append(b, ' ')
+		b = append(b, e.Reason...)
+		b = append(b, "\r\n"...)
+		b = append(b, e.Fields...)
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, e.BodyLen, 10)
+		b = append(b, "\r\n"...)
+	}
+	b = append(b, "Age: "...)
+	b = strconv.AppendInt(b, int64(e.Age(now)/time.Second), 10)
+	b = append(b, "\r\nVia: "+viaValue+"\r\n"...)
+	if !c.ex.keepClient {
+		b = append(b, "Connection: close\r\n"...)
+	}
+	return append(b, "\r\n"...)
+}
+
+// keptIn304 are the fields a 304 carries (RFC 9110 section 15.4.5).
+func keptIn304(name string) bool {
+	for _, n := range [...]string{"Cache-Control", "Content-Location", "Date", "ETag", "Expires", "Vary", "Last-Modified"} {
+		if httpmsg.EqualFold(name, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// runHit writes a hit's head and body as the client takes them.
+func (c *conn) runHit() {
+	ex := c.ex
+	st := ex.cache
+	if st.opening {
+		return
+	}
+	for len(ex.cHead) > 0 || st.left > 0 {
+		if !c.cWritable {
+			return
+		}
+		var n int
+		var err error
+		switch {
+		case st.fd < 0:
+			n, err = sys.Writev(c.fd, ex.cHead, st.rest)
+		case len(ex.cHead) > 0:
+			n, err = sys.Write(c.fd, ex.cHead)
+		default:
+			n, err = sys.Sendfile(c.fd, st.fd, &st.off, int(min(st.left, 1<<20)))
+			if err == nil && n == 0 {
+				c.s.warn.Log(slog.LevelWarn, "cache file shorter than its index says", "target", ex.t.url())
+				c.logAccess()
+				c.close(true)
+				return
+			}
+		}
+		if sys.IsAgain(err) {
+			c.cWritable = false
+			return
+		}
+		if err != nil {
+			c.logAccess()
+			c.close(true)
+			return
+		}
+		c.last = c.loop.Now()
+		h := min(n, len(ex.cHead))
+		ex.cHead = ex.cHead[h:]
+		n -= h
+		if st.fd < 0 {
+			st.rest = st.rest[n:]
+		}
+		st.left -= int64(n)
+		ex.bytesDn += uint64(n)
+	}
+	ex.respDone, ex.reqDone = true, true
+	c.finishExchange()
+}
+
+// cacheRequestFields appends the validators of a revalidation to the
+// request head sent to the origin.
+func (c *conn) cacheRequestFields(b []byte) []byte {
+	if st := c.ex.cache; st != nil && st.reval {
+		return st.entry.Validators(b)
+	}
+	return b
+}
+
+// cacheResponse sees a final response head before it is rewritten for the
+// client. It returns true when the cache took the exchange over (a 304
+// that revalidated the stored response, which is served instead).
+func (c *conn) cacheResponse(resp *httpmsg.Response) bool {
+	ex := c.ex
+	st := ex.cache
+	if st == nil {
+		return false
+	}
+	cache := c.s.cfg.Cache
+	if st.unsafe {
+		if resp.Status < 400 {
+			if files := cache.Invalidate(st.req.URL); len(files) > 0 {
+				_ = c.s.reactor.Pool().Submit(c.loop, func() func() { httpcache.RemoveFiles(files); return nil })
+			}
+		}
+		return false
+	}
+	now := time.Now()
+	if st.reval && resp.Status == 304 {
+		e := st.entry.Updated(resp.Header, st.reqTime, now)
+		if e.Body != nil {
+			cache.Put(e)
+		}
+		// The 304 has no body: the origin connection is done.
+		if !resp.Close && ex.or1 == ex.or0 {
+			c.s.origins[c.loop.ID()].put(ex.key, ex.up)
+			ex.up = -1
+		}
+		c.abortUp()
+		st.reval = false
+		c.state = stCache
+		c.loop.Post(func() {
+			if c.ex == ex && c.state == stCache {
+				if !c.serveEntry(e, time.Now()) {
+					c.close(true)
+				}
+			}
+		})
+		return true
+	}
+	st.reval = false
+	if words := c.s.cfg.BodyWords; words != nil {
+		ct, _ := resp.Header.Get("Content-Type")
+		ce, _ := resp.Header.Get("Content-Encoding")
+		if filter.Scannable(ct, ce) {
+			c.cacheRelease()
+			return false
+		}
+	}
+	e, _ := httpcache.Analyze(st.req, resp.Status, resp.Reason, resp.Header, st.reqTime, now)
+	if e == nil || resp.Framing == httpmsg.Length && resp.ContentLength > cache.MaxObject() {
+		c.cacheRelease()
+		return false
+	}
+	st.fill = e
+	st.chunked = resp.Framing == httpmsg.Chunked
+	if resp.Framing == httpmsg.Length {
+		st.body = make([]byte, 0, resp.ContentLength)
+	}
+	return false
+}
+
+// cacheTee copies response body bytes aside for storing; p is what goes
+// to the client (chunk-coded unless the client gets it decoded).
+func (c *conn) cacheTee(p []byte) {
+	ex := c.ex
+	st := ex.cache
+	if st.fill == nil {
+		return
+	}
+	if st.chunked && !ex.respBody.dechunk {
+		for len(p) > 0 && !st.dec.Done() {
+			n, off, dn, err := st.dec.Decode(p)
+			if err != nil {
+				st.fill, st.body = nil, nil
+				c.cacheRelease()
+				return
+			}
+			st.body = append(st.body, p[off:off+dn]...)
+			p = p[n:]
+		}
+	} else {
+		st.body = append(st.body, p...)
+	}
+	if int64(len(st.body)) > c.s.cfg.Cache.MaxObject() {
+		st.fill, st.body = nil, nil
+		c.cacheRelease()
+	}
+}
+
+// cacheFinish stores a completely received response and wakes the
+// requests that waited for it.
+func (c *conn) cacheFinish() {
+	ex := c.ex
+	st := ex.cache
+	if st == nil || st.fill == nil {
+		return
+	}
+	e := st.fill
+	st.fill = nil
+	if ex.respDone {
+		e.Body = st.body
+		e.BodyLen = int64(len(st.body))
+		cache := c.s.cfg.Cache
+		cache.Put(e)
+		if cache.HasDisk() {
+			err := c.s.reactor.Pool().Submit(c.loop, func() func() {
+				if err := cache.WriteDisk(e); err != nil {
+					c.s.warn.Log(slog.LevelWarn, "cache write failed", "err", err)
+				}
+				return nil
+			})
+			if err != nil {
+				c.s.warn.Log(slog.LevelWarn, "cache write skipped", "err", err)
+			}
+		}
+	}
+	st.body = nil
+	c.cacheRelease()
+}
+
+// cacheRelease ends this exchange's collapsed fetch, if it leads one: the
+// waiting requests look again (and fetch themselves if nothing was
+// stored).
+func (c *conn) cacheRelease() {
+	if st := c.ex.cache; st != nil && st.leader {
+		st.leader = false
+		c.s.cfg.Cache.Release(st.req.URL)
+	}
+}
+
+// cacheAbandon gives back what the cache part of an exchange holds: the
+// collapsed fetch it leads and a disk file it was sending.
+func (c *conn) cacheAbandon() {
+	ex := c.ex
+	if ex == nil || ex.cache == nil {
+		return
+	}
+	st := ex.cache
+	st.fill, st.body = nil, nil
+	c.cacheRelease()
+	if st.fd >= 0 {
+		sys.Close(st.fd)
+		st.fd = -1
+	}
+}
