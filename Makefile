@@ -27,7 +27,7 @@ help:
 	@echo 'make build       bin/sluice for this machine'
 	@echo 'make cross       static stripped binaries for every router target into dist/'
 	@echo 'make size        the size in bytes of every cross-built binary'
-	@echo 'make bench       sluice vs HAProxy, nginx, socat and plain Go: throughput, latency, conn rate, memory'
+	@echo 'make bench       sluice vs HAProxy, nginx, socat and plain Go; HTTP proxy and cache vs squid and tinyproxy'
 
 build:
 	$(BUILD) -o bin/sluice ./cmd/sluice
@@ -80,16 +80,18 @@ run: build
 		bin/sluice forward $(RUN_LISTEN) $(RUN_BACKEND)
 
 # make bench: sluice against HAProxy, nginx stream, socat and plain Go on
-# loopback (test/bench); BENCH_FLAGS=-reps 1 -dur 2s for a quick look.
+# loopback, and the HTTP proxy and cache against squid and tinyproxy
+# (test/bench); BENCH_FLAGS=-reps 1 -dur 2s for a quick look,
+# BENCH_FLAGS='-figures http,cache' for the HTTP figures only.
 BENCH_FLAGS ?=
 bench: build cross
 	@./test/deps.sh
-	@missing=""; for c in haproxy nginx socat iperf3; do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	@missing=""; for c in haproxy nginx socat iperf3 squid tinyproxy; do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
 	[ -f /usr/lib/nginx/modules/ngx_stream_module.so ] || missing="$$missing libnginx-mod-stream"; \
 	if [ -n "$$missing" ]; then \
 		echo "bench: installing the peers it compares against:$$missing"; \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy nginx-light libnginx-mod-stream socat iperf3 >/dev/null || \
-		{ echo "bench: could not install haproxy nginx-light libnginx-mod-stream socat iperf3; install them and rerun"; exit 1; }; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy nginx-light libnginx-mod-stream socat iperf3 squid tinyproxy >/dev/null || \
+		{ echo "bench: could not install haproxy nginx-light libnginx-mod-stream socat iperf3 squid tinyproxy; install them and rerun"; exit 1; }; \
 	fi
 	$(GO) build -o bin/bench ./test/bench
 	./bin/bench -sluice bin/sluice -dist dist -out bench-results.md $(BENCH_FLAGS)
