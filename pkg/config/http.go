@@ -47,11 +47,6 @@ type HTTPProxy struct {
 	// optional disk store and CacheDirSize its size (0: 256M).
 	CacheSize, CacheMaxObject, CacheDirSize int64
 	CacheDir                                string
-	// CacheSize is the HTTP cache's memory in bytes (0: no cache);
-	// CacheMaxObject the largest body it stores (0: 1M); CacheDir an
-	// optional disk store and CacheDirSize its size (0: 256M).
-	CacheSize, CacheMaxObject, CacheDirSize int64
-	CacheDir                                string
 }
 
 // User is one `config user 'NAME'` section.
@@ -148,16 +143,6 @@ var httpSchema = map[string]spec[*httpTarget]{
 			return err
 		}
 		t.h.BlockURLs = append(t.h.BlockURLs, v)
-		return nil
-	}},
-	"cache_size":       {set: func(t *httpTarget, v string) (err error) { t.h.CacheSize, err = parseSize(v); return err }},
-	"cache_max_object": {set: func(t *httpTarget, v string) (err error) { t.h.CacheMaxObject, err = parseSize(v); return err }},
-	"cache_dir_size":   {set: func(t *httpTarget, v string) (err error) { t.h.CacheDirSize, err = parseSize(v); return err }},
-	"cache_dir": {set: func(t *httpTarget, v string) error {
-		if !strings.HasPrefix(v, "/") {
-			return fmt.Errorf("%q: want an absolute directory path", v)
-		}
-		t.h.CacheDir = v
 		return nil
 	}},
 	"cache_size":       {set: func(t *httpTarget, v string) (err error) { t.h.CacheSize, err = parseSize(v); return err }},
