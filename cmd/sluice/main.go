@@ -22,6 +22,7 @@ Commands:
   check     check the config file and print what would run
   reload    make the running daemon re-read its config file
   stats     services, connections, bytes, pipes and memory of the daemon
+  accounting  traffic, time and quotas per user: show [USER], reset USER
   forward   relay every connection on one address to another (socat-style)
   http-proxy  an HTTP/1.1 forward proxy with CONNECT, users and ACLs
   version   print the version, commit and platform
@@ -69,6 +70,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runReload(rest, stdout, stderr)
 	case "stats":
 		err = runStats(rest, stdout, stderr)
+	case "accounting":
+		err = runAccounting(rest, stdout, stderr)
 	case "version", "--version", "-version":
 		err = runVersion(stdout)
 	case "help", "-h", "-help", "--help":

@@ -226,11 +226,13 @@ func saveFile(dir string, states []state) error {
 		return fmt.Errorf("accounting: %w", err)
 	}
 	path := filepath.Join(dir, FileName)
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	// A temp file of its own, so that two writers (a second sluice given
+	// the same directory by mistake) never interleave in one file.
+	f, err := os.CreateTemp(dir, FileName+".*.tmp")
 	if err != nil {
 		return fmt.Errorf("accounting: %w", err)
 	}
+	tmp := f.Name()
 	_, err = f.Write(encode(states))
 	if err == nil {
 		err = f.Sync()

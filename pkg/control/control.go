@@ -24,6 +24,9 @@ import (
 const (
 	CmdStats  = "stats"
 	CmdReload = "reload"
+	// CmdAccounting takes arguments: "accounting show [USER]",
+	// "accounting reset USER".
+	CmdAccounting = "accounting"
 )
 
 // requestTimeout bounds reading a request and writing its answer.
@@ -37,6 +40,8 @@ type Response struct {
 	Errors []string `json:"errors,omitempty"`
 	// Stats is set for CmdStats.
 	Stats json.RawMessage `json:"stats,omitempty"`
+	// Accounting is set for CmdAccounting show.
+	Accounting json.RawMessage `json:"accounting,omitempty"`
 }
 
 // Handler answers one command.

@@ -23,12 +23,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sluice-proxy/sluice/pkg/accounting"
 	"github.com/sluice-proxy/sluice/pkg/allow"
 	"github.com/sluice-proxy/sluice/pkg/autotune"
 	"github.com/sluice-proxy/sluice/pkg/config"
 	"github.com/sluice-proxy/sluice/pkg/control"
 	"github.com/sluice-proxy/sluice/pkg/endpoint"
 	"github.com/sluice-proxy/sluice/pkg/forward"
+	"github.com/sluice-proxy/sluice/pkg/ratelimit"
 	"github.com/sluice-proxy/sluice/pkg/reactor"
 	"github.com/sluice-proxy/sluice/pkg/relay"
 	"github.com/sluice-proxy/sluice/pkg/telemetry"
@@ -59,9 +61,11 @@ type Daemon struct {
 	maxPipes    int
 	ctl         *control.Server
 	started     time.Time
-	tel         *telemetry.Telemetry // nil when it could not open
-	tuner       *autotune.Tuner      // nil with autotune off
-	http        httpServices         // see http.go
+	tel         *telemetry.Telemetry   // nil when it could not open
+	tuner       *autotune.Tuner        // nil with autotune off
+	http        httpServices           // see http.go
+	acct        *accounting.Accounting // nil with accounting off (accounting.go)
+	rates       *ratelimit.Registry    // users' rate and connection limits (rate.go)
 
 	mu       sync.Mutex // serializes reloads, stats and shutdown
 	cfg      *config.Config
@@ -139,6 +143,11 @@ func Start(opts Options, cfg *config.Config) (d *Daemon, err error) {
 		return nil, err
 	}
 	d.buildPools(g)
+	if err := d.openAccounting(cfg); err != nil {
+		d.r.Stop()
+		d.logFile.Close()
+		return nil, err
+	}
 	fail := func(err error) (*Daemon, error) {
 		for _, s := range d.services {
 			s.stop()
@@ -156,6 +165,7 @@ func Start(opts Options, cfg *config.Config) (d *Daemon, err error) {
 		}
 		d.services[s.key] = s
 	}
+	d.setRates(cfg)
 	if err := d.createHTTP(cfg); err != nil {
 		return fail(err)
 	}
@@ -345,9 +355,11 @@ func (d *Daemon) Reload() error {
 		}
 		next[s.key] = s
 	}
+	d.setRates(cfg)
 	if err := d.reloadHTTP(cfg); err != nil {
 		problems = append(problems, err)
 	}
+	d.reloadAccounting(cfg)
 	d.services = next
 	d.cfg = cfg
 	d.reloads++
@@ -447,6 +459,7 @@ func (d *Daemon) Shutdown(reason string, cut <-chan os.Signal) {
 	d.stopTuning()
 	d.ctl.Close()
 	d.r.Stop()
+	d.closeAccounting()
 	var total forward.Stats
 	for _, s := range all {
 		st := s.fwd.Stats()

@@ -14,21 +14,9 @@ func dropPrivileges(userName, groupName string) error {
 	if userName == "" && groupName == "" {
 		return nil
 	}
-	uid, gid := -1, -1
-	if userName != "" {
-		u, err := user.Lookup(userName)
-		if err != nil {
-			return fmt.Errorf("drop privileges: user %q: %w", userName, err)
-		}
-		uid, _ = strconv.Atoi(u.Uid)
-		gid, _ = strconv.Atoi(u.Gid)
-	}
-	if groupName != "" {
-		g, err := user.LookupGroup(groupName)
-		if err != nil {
-			return fmt.Errorf("drop privileges: group %q: %w", groupName, err)
-		}
-		gid, _ = strconv.Atoi(g.Gid)
+	uid, gid, err := lookupIDs(userName, groupName)
+	if err != nil {
+		return err
 	}
 	if err := syscall.Setgroups([]int{gid}); err != nil {
 		return fmt.Errorf("drop privileges: setgroups: %w (sluice must start as root to change user)", err)
@@ -42,4 +30,26 @@ func dropPrivileges(userName, groupName string) error {
 		}
 	}
 	return nil
+}
+
+// lookupIDs returns the uid and gid sluice drops to: -1 for a uid when
+// userName is empty; the user's primary group unless groupName is set.
+func lookupIDs(userName, groupName string) (uid, gid int, err error) {
+	uid, gid = -1, -1
+	if userName != "" {
+		u, err := user.Lookup(userName)
+		if err != nil {
+			return 0, 0, fmt.Errorf("drop privileges: user %q: %w", userName, err)
+		}
+		uid, _ = strconv.Atoi(u.Uid)
+		gid, _ = strconv.Atoi(u.Gid)
+	}
+	if groupName != "" {
+		g, err := user.LookupGroup(groupName)
+		if err != nil {
+			return 0, 0, fmt.Errorf("drop privileges: group %q: %w", groupName, err)
+		}
+		gid, _ = strconv.Atoi(g.Gid)
+	}
+	return uid, gid, nil
 }

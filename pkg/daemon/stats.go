@@ -115,6 +115,9 @@ func (d *Daemon) Stats() Stats {
 
 // handle answers a control socket command.
 func (d *Daemon) handle(cmd string) control.Response {
+	if cmd == control.CmdAccounting || strings.HasPrefix(cmd, control.CmdAccounting+" ") {
+		return d.handleAccounting(cmd)
+	}
 	switch cmd {
 	case control.CmdStats:
 		b, err := json.Marshal(d.Stats())
