@@ -1,0 +1,186 @@
+package httpcache
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func entry(t *testing.T, url string, body []byte, resp ...string) *Entry {
+	t.Helper()
+	return entryFor(t, Request{Method: "GET", URL: url}, body, resp...)
+}
+
+func entryFor(t *testing.T, req Request, body []byte, resp ...string) *Entry {
+	t.Helper()
+	e, why := Analyze(req, 200, "OK", hdr(append([]string{"Cache-Control: max-age=60"}, resp...)...), t0, t0)
+	if e == nil {
+		t.Fatal(why)
+	}
+	e.Body, e.BodyLen = body, int64(len(body))
+	return e
+}
+
+func TestLRUEviction(t *testing.T) {
+	c, err := New(Config{MaxBytes: 3 * (10000 + 400)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := func(i int) string { return fmt.Sprintf("http://h/%d", i) }
+	for i := range 3 {
+		c.Put(entry(t, url(i), make([]byte, 10000)))
+	}
+	if c.Lookup(Request{URL: url(0)}) == nil { // 0 is now the most recent
+		t.Fatal("entry 0 missing before the limit was reached")
+	}
+	c.Put(entry(t, url(3), make([]byte, 10000)))
+	for i, want := range []bool{true, false, true, true} {
+		if got := c.Lookup(Request{URL: url(i)}) != nil; got != want {
+			t.Errorf("entry %d stored = %v, want %v (least recently used goes first)", i, got, want)
+		}
+	}
+	st := c.Stats()
+	if st.MemEntries != 3 || st.MemBytes > 3*(10000+400) || st.Evicted != 1 {
+		t.Errorf("stats %+v", st)
+	}
+	// Larger than MaxObject or the whole store: not stored.
+	c.Put(entry(t, url(9), make([]byte, DefaultMaxObject+1)))
+	if c.Lookup(Request{URL: url(9)}) != nil {
+		t.Error("an object over MaxObject was stored")
+	}
+}
+
+func TestVariantsAndInvalidate(t *testing.T) {
+	c, _ := New(Config{MaxBytes: 1 << 20})
+	en := Request{Method: "GET", URL: "http://h/v", Header: hdr("Accept-Language: en")}
+	de := Request{Method: "GET", URL: "http://h/v", Header: hdr("Accept-Language: de")}
+	c.Put(entryFor(t, en, []byte("hello"), "Vary: Accept-Language"))
+	c.Put(entryFor(t, de, []byte("hallo"), "Vary: Accept-Language"))
+	c.Put(entryFor(t, en, []byte("hello again"), "Vary: Accept-Language"))
+	if e := c.Lookup(en); e == nil || string(e.Body) != "hello again" {
+		t.Errorf("en variant: %v", e)
+	}
+	if e := c.Lookup(de); e == nil || string(e.Body) != "hallo" {
+		t.Errorf("de variant: %v", e)
+	}
+	if st := c.Stats(); st.MemEntries != 2 {
+		t.Errorf("%d entries, want 2 variants", st.MemEntries)
+	}
+	c.Invalidate("http://h/v")
+	if c.Lookup(en) != nil || c.Lookup(de) != nil || c.Stats().MemBytes != 0 {
+		t.Error("variants left after Invalidate")
+	}
+}
+
+func TestJoinRelease(t *testing.T) {
+	c, _ := New(Config{MaxBytes: 1 << 20})
+	woken := 0
+	if !c.Join("u", func() { woken++ }) {
+		t.Fatal("first Join is not the leader")
+	}
+	for range 3 {
+		if c.Join("u", func() { woken++ }) {
+			t.Fatal("a later Join became a leader")
+		}
+	}
+	c.Release("u")
+	if woken != 3 {
+		t.Errorf("woken %d, want 3", woken)
+	}
+	if !c.Join("u", func() {}) {
+		t.Error("after Release, Join does not lead")
+	}
+}
+
+func TestDiskStore(t *testing.T) {
+	dir := t.TempDir()
+	c, err := New(Config{MaxBytes: 1 << 20, Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := bytes.Repeat([]byte("0123456789"), 5000)
+	e := entry(t, "http://h/disk", body, `ETag: "d"`)
+	if err := c.WriteDisk(e); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WriteDisk(entry(t, "http://h/other", []byte("x"))); err != nil {
+		t.Fatal(err)
+	}
+	// An interrupted write leaves a temporary file; the next start
+	// removes it.
+	if err := os.WriteFile(filepath.Join(dir, tmpPrefix+"123"), []byte("partial"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := New(Config{MaxBytes: 1 << 20, Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := c2.Lookup(Request{URL: "http://h/disk"})
+	if d == nil || d.Body != nil || d.File == "" || d.ETag != `"d"` || d.Lifetime() != time.Minute {
+		t.Fatalf("disk entry after a restart: %+v", d)
+	}
+	fd, err := c2.OpenBody(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, d.BodyLen)
+	f := os.NewFile(uintptr(fd), d.File)
+	if _, err := f.ReadAt(got, d.BodyOff); err != nil || !bytes.Equal(got, body) {
+		t.Errorf("body read back: %v, equal %v", err, bytes.Equal(got, body))
+	}
+	f.Close()
+	if _, err := os.Stat(filepath.Join(dir, tmpPrefix+"123")); !os.IsNotExist(err) {
+		t.Errorf("temporary file not removed: %v", err)
+	}
+
+	// A truncated entry is discarded at start, the other kept.
+	if err := os.Truncate(d.File, d.BodyOff+10); err != nil {
+		t.Fatal(err)
+	}
+	c3, err := New(Config{MaxBytes: 1 << 20, Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c3.Lookup(Request{URL: "http://h/disk"}) != nil {
+		t.Error("truncated entry indexed")
+	}
+	if _, err := os.Stat(d.File); !os.IsNotExist(err) {
+		t.Errorf("truncated file kept: %v", err)
+	}
+	if c3.Lookup(Request{URL: "http://h/other"}) == nil {
+		t.Error("intact entry lost")
+	}
+
+	// Truncated after indexing: OpenBody finds it and drops it.
+	o := c3.Lookup(Request{URL: "http://h/other"})
+	if err := os.Truncate(o.File, 3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c3.OpenBody(o); err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Errorf("OpenBody of a truncated file: %v", err)
+	}
+	if c3.Lookup(Request{URL: "http://h/other"}) != nil {
+		t.Error("damaged entry still indexed")
+	}
+}
+
+func TestDiskEviction(t *testing.T) {
+	dir := t.TempDir()
+	c, _ := New(Config{MaxBytes: 1 << 20, Dir: dir, DirMaxBytes: 25000})
+	for i := range 3 {
+		if err := c.WriteDisk(entry(t, fmt.Sprintf("http://h/%d", i), make([]byte, 10000))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c.Lookup(Request{URL: "http://h/0"}) != nil || c.Lookup(Request{URL: "http://h/2"}) == nil {
+		t.Error("disk LRU did not evict the oldest entry")
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*"+fileSuffix))
+	if len(files) != 2 {
+		t.Errorf("%d files on disk, want 2", len(files))
+	}
+}
