@@ -1,0 +1,410 @@
+package test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// acctPort returns a free port in 23500-23999 (this suite's range).
+func acctPort(t testing.TB) int {
+	t.Helper()
+	for port := 23500 + int(time.Now().UnixNano()%400); port < 24000; port++ {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			ln.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port in 23500-23999")
+	return 0
+}
+
+// acctEntry is one identity of `sluice accounting show --json`.
+type acctEntry struct {
+	Key       string `json:"key"`
+	BytesUp   uint64 `json:"bytes_up"`
+	BytesDown uint64 `json:"bytes_down"`
+	Requests  uint64 `json:"requests"`
+	Conns     uint64 `json:"connections"`
+	Live      int    `json:"live_connections"`
+	OnlineS   int64  `json:"connected_s"`
+	Quota     *struct {
+		Period    string `json:"period"`
+		Bytes     uint64 `json:"bytes"`
+		UsedBytes uint64 `json:"used_bytes"`
+		Exceeded  bool   `json:"exceeded"`
+	} `json:"quota"`
+}
+
+// acctShow runs `sluice accounting show --json` and returns the entries by
+// key.
+func acctShow(t testing.TB, cfg *daemonConfig) map[string]acctEntry {
+	t.Helper()
+	res := runSluice(t, "accounting", "show", "-c", cfg.path, "--json")
+	if res.code != 0 {
+		t.Fatalf("sluice accounting show: exit %d\n%s", res.code, res.stderr)
+	}
+	var rep struct {
+		Entries []acctEntry `json:"entries"`
+	}
+	if err := json.Unmarshal([]byte(res.stdout), &rep); err != nil {
+		t.Fatalf("accounting show --json: %v\n%s", err, res.stdout)
+	}
+	m := map[string]acctEntry{}
+	for _, e := range rep.Entries {
+		m[e.Key] = e
+	}
+	return m
+}
+
+// curlMoved runs curl through proxy addr and returns the status and the
+// body bytes curl itself says it moved (size_download, size_upload).
+func curlMoved(t testing.TB, proxy string, args ...string) (status int, down, up uint64, body []byte) {
+	t.Helper()
+	curl := requireTool(t, "curl", "curl")
+	out := filepath.Join(t.TempDir(), "body")
+	all := append([]string{"-sS", "--max-time", "20", "--proxy", "http://" + proxy, "-o", out,
+		"-w", "%{http_code} %{size_download} %{size_upload}"}, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, curl, all...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	_ = cmd.Run()
+	if _, err := fmt.Sscanf(stdout.String(), "%d %d %d", &status, &down, &up); err != nil {
+		t.Fatalf("curl %v: %q: %v\n%s", args, stdout.String(), err, stderr.String())
+	}
+	body, _ = os.ReadFile(out)
+	return status, down, up, body
+}
+
+// tunnelThrough opens a CONNECT tunnel as user:pw to target, sends req and
+// reads until the origin closes; it returns what it read.
+func tunnelThrough(t testing.TB, proxy, user, target string, req []byte) []byte {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", proxy, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	cred := base64.StdEncoding.EncodeToString([]byte(user + ":pw"))
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\nProxy-Authorization: Basic %s\r\n\r\n", target, target, cred)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: "CONNECT"})
+	if err != nil {
+		t.Fatalf("CONNECT: %v", err)
+	}
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("CONNECT as %s: %d %s", user, resp.StatusCode, b)
+	}
+	if _, err := c.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(br)
+	if err != nil {
+		t.Fatalf("tunnel read: %v", err)
+	}
+	return got
+}
+
+// waitAcct polls `accounting show` until ok accepts the entries (5 s).
+func waitAcct(t testing.TB, cfg *daemonConfig, what string, ok func(map[string]acctEntry) bool) map[string]acctEntry {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		m := acctShow(t, cfg)
+		if ok(m) {
+			return m
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: accounting shows %+v", what, m)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// acctConfig writes a config with users alice (no quota) and bob (100K a
+// day, through class 'small'), a proxy with auth and one without.
+func acctConfig(t testing.TB, cfg *daemonConfig, authAddr, openAddr string) {
+	t.Helper()
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.write(t, fmt.Sprintf(`config class 'small'
+	option quota_bytes '100K'
+	option quota_period 'day'
+
+config user 'alice'
+	option password '%s'
+
+config user 'bob'
+	option password '%s'
+	option class 'small'
+
+`, hash, hash)+
+		httpSection("auth", authAddr, "option auth '1'", "list connect_port '*'")+
+		httpSection("open", openAddr))
+}
+
+func acctDaemon(t testing.TB, interval string) (*daemonConfig, string, string, string) {
+	t.Helper()
+	cfg := newDaemonConfig(t)
+	dir := filepath.Join(cfg.dir, "acct")
+	cfg.global = fmt.Sprintf("\toption accounting_dir '%s'\n\toption accounting_interval '%s'\n", dir, interval)
+	authAddr := fmt.Sprintf("127.0.0.1:%d", acctPort(t))
+	openAddr := fmt.Sprintf("127.0.0.1:%d", acctPort(t))
+	for openAddr == authAddr {
+		openAddr = fmt.Sprintf("127.0.0.1:%d", acctPort(t))
+	}
+	acctConfig(t, cfg, authAddr, openAddr)
+	return cfg, dir, authAddr, openAddr
+}
+
+// TestHTTPAccounting checks the counts against what curl moved, tunnels,
+// address identities, the quota's 403 and log line, reset, the JSON and
+// table output, and that SIGHUP writes the file.
+func TestHTTPAccounting(t *testing.T) {
+	o := startOrigin(t, false)
+	cfg, dir, authAddr, openAddr := acctDaemon(t, "1h")
+	p := startSluice(t, "run", "-c", cfg.path)
+	base := "http://" + o.hostPort()
+
+	// alice: downloads (length and chunked) and an upload; the counts
+	// must be exactly the body bytes curl moved: size_upload, and what it
+	// received of each body (heads are not counted).
+	var wantDown, wantUp uint64
+	upload := writeFile(t, pattern(77777))
+	for _, args := range [][]string{
+		{base + "/bytes/123456"},
+		{base + "/chunked/54321"},
+		{"--data-binary", "@" + upload, base + "/echo"},
+	} {
+		// --raw: curl writes the body as it crossed the proxy, chunked
+		// framing included (size_download counts only the decoded data).
+		status, down, up, body := curlMoved(t, authAddr, append([]string{"--raw", "--proxy-user", "alice:pw"}, args...)...)
+		if status != 200 {
+			t.Fatalf("curl %v: status %d", args, status)
+		}
+		if strings.Contains(args[0], "chunked") {
+			if uint64(len(body)) <= down {
+				t.Fatalf("chunked body: %d raw bytes for %d of data", len(body), down)
+			}
+		} else if uint64(len(body)) != down {
+			t.Fatalf("curl %v: %d bytes written, size_download %d", args, len(body), down)
+		}
+		wantDown += uint64(len(body))
+		wantUp += up
+	}
+	if wantUp != 77777 || wantDown < 123456+54321 {
+		t.Fatalf("curl moved %d up, %d down: the test itself is off", wantUp, wantDown)
+	}
+	m := waitAcct(t, cfg, "alice's three requests", func(m map[string]acctEntry) bool { return m["alice"].Requests == 3 })
+	if a := m["alice"]; a.BytesDown != wantDown || a.BytesUp != wantUp || a.Conns != 3 {
+		t.Errorf("alice: %d down, %d up, %d connections; curl moved %d down, %d up over 3", a.BytesDown, a.BytesUp, a.Conns, wantDown, wantUp)
+	}
+
+	// A CONNECT tunnel counts as one request with every byte each way.
+	req := []byte("GET /bytes/40000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	got := tunnelThrough(t, authAddr, "alice", o.hostPort(), req)
+	if !bytes.HasSuffix(got, pattern(40000)) {
+		t.Fatalf("tunnel: %d bytes, not the origin's body", len(got))
+	}
+	m = waitAcct(t, cfg, "the tunnel", func(m map[string]acctEntry) bool { return m["alice"].Requests == 4 })
+	if a := m["alice"]; a.BytesUp != wantUp+uint64(len(req)) || a.BytesDown != wantDown+uint64(len(got)) {
+		t.Errorf("after the tunnel: %d up, %d down; want %d and %d", a.BytesUp, a.BytesDown, wantUp+uint64(len(req)), wantDown+uint64(len(got)))
+	}
+
+	// Connected time: a keep-alive connection held for 2 s.
+	c, err := net.Dial("tcp", authAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cred := base64.StdEncoding.EncodeToString([]byte("alice:pw"))
+	fmt.Fprintf(c, "GET %s/bytes/10 HTTP/1.1\r\nHost: %s\r\nProxy-Authorization: Basic %s\r\n\r\n", base, o.hostPort(), cred)
+	if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("keep-alive request: %v", err)
+	}
+	if m := acctShow(t, cfg); m["alice"].Live != 1 {
+		t.Errorf("alice has %d live connections, want 1", m["alice"].Live)
+	}
+	time.Sleep(2200 * time.Millisecond)
+	c.Close()
+	m = waitAcct(t, cfg, "the held connection", func(m map[string]acctEntry) bool { return m["alice"].Live == 0 })
+	if s := m["alice"].OnlineS; s < 2 || s > 30 {
+		t.Errorf("alice connected for %ds, want 2 to 30", s)
+	}
+
+	// A client that is no user is counted by its address.
+	if status, down, _, _ := curlMoved(t, openAddr, base+"/bytes/999"); status != 200 || down != 999 {
+		t.Fatalf("open proxy: %d, %d bytes", status, down)
+	}
+	waitAcct(t, cfg, "the address identity", func(m map[string]acctEntry) bool {
+		e := m["addr:127.0.0.1"]
+		return e.Requests == 1 && e.BytesDown == 999
+	})
+
+	// bob's quota: 100K a day. 60000 + 60000 bytes pass (the second starts
+	// under the quota), the third request and a CONNECT get 403.
+	for i := range 2 {
+		if status, _, _, _ := curlMoved(t, authAddr, "--proxy-user", "bob:pw", base+"/bytes/60000"); status != 200 {
+			t.Fatalf("bob's download %d: %d", i+1, status)
+		}
+	}
+	waitAcct(t, cfg, "bob's downloads", func(m map[string]acctEntry) bool { return m["bob"].BytesDown == 120000 })
+	status, _, _, body := curlMoved(t, authAddr, "--proxy-user", "bob:pw", base+"/bytes/10")
+	if status != 403 || !strings.Contains(string(body), "daily quota of 100.0 KiB of traffic used up") {
+		t.Errorf("bob over quota: %d %q, want 403 saying the daily quota is used up", status, body)
+	}
+	if _, err := p.waitLog(5*time.Second, "quota exceeded", "user=bob"); err != nil {
+		t.Error(err)
+	}
+	raw := rawExchange(t, &sluiceProc{network: "tcp", addr: authAddr}, fmt.Sprintf("CONNECT %s HTTP/1.1\r\nHost: %s\r\nProxy-Authorization: Basic %s\r\n\r\n",
+		o.hostPort(), o.hostPort(), base64.StdEncoding.EncodeToString([]byte("bob:pw"))))
+	if statusOf(raw) != 403 {
+		t.Errorf("bob's CONNECT over quota: %q, want 403", raw)
+	}
+	m = acctShow(t, cfg)
+	if q := m["bob"].Quota; q == nil || !q.Exceeded || q.Bytes != 100<<10 || q.Period != "day" || q.UsedBytes != 120000 {
+		t.Errorf("bob's quota in show: %+v", q)
+	}
+	if m["bob"].Requests != 2 {
+		t.Errorf("bob: %d requests counted, want 2 (refused ones are not)", m["bob"].Requests)
+	}
+
+	// The table.
+	res := runSluice(t, "accounting", "show", "-c", cfg.path)
+	if res.code != 0 || !containsAll(res.stdout, []string{"USER", "alice", "bob", "addr:127.0.0.1", "KiB", "117.2 KiB of 100.0 KiB a day (USED UP)"}) {
+		t.Errorf("accounting show: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	if res := runSluice(t, "accounting", "show", "nobody", "-c", cfg.path); res.code != 1 || !strings.Contains(res.stderr, "no counters for nobody") {
+		t.Errorf("show nobody: exit %d %q", res.code, res.stderr)
+	}
+
+	// SIGHUP writes the file (nothing was written yet: the interval is 1h).
+	file := filepath.Join(dir, "accounting")
+	if _, err := os.Stat(file); !os.IsNotExist(err) {
+		t.Fatalf("counters file written before the interval or a signal (%v)", err)
+	}
+	p.signal(syscall.SIGHUP)
+	if _, err := p.waitLog(5*time.Second, "msg=reloaded"); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(file)
+	if err != nil || !bytes.Contains(data, []byte("\nrec alice ")) || !bytes.Contains(data, []byte("\nrec bob ")) {
+		t.Fatalf("after SIGHUP the file has %q (%v)", data, err)
+	}
+
+	// Reset gives bob his quota back.
+	if res := runSluice(t, "accounting", "reset", "bob", "-c", cfg.path); res.code != 0 {
+		t.Fatalf("reset bob: exit %d %s", res.code, res.stderr)
+	}
+	if status, _, _, _ := curlMoved(t, authAddr, "--proxy-user", "bob:pw", base+"/bytes/10"); status != 200 {
+		t.Errorf("bob after reset: %d, want 200", status)
+	}
+	m = waitAcct(t, cfg, "bob after reset", func(m map[string]acctEntry) bool { return m["bob"].Requests == 1 })
+	if m["bob"].BytesDown != 10 || m["alice"].Requests != 5 {
+		t.Errorf("after reset: bob %+v, alice %+v", m["bob"], m["alice"])
+	}
+}
+
+// TestHTTPAccountingPersistence: with a 1 s interval, kill -9 loses at
+// most what the last interval counted; SIGTERM loses nothing.
+func TestHTTPAccountingPersistence(t *testing.T) {
+	o := startOrigin(t, false)
+	cfg, _, authAddr, _ := acctDaemon(t, "1s")
+	p := startSluice(t, "run", "-c", cfg.path)
+	for range 3 {
+		if status, _, _, _ := curlMoved(t, authAddr, "--proxy-user", "alice:pw", "http://"+o.hostPort()+"/bytes/1000"); status != 200 {
+			t.Fatal(status)
+		}
+	}
+	waitAcct(t, cfg, "three requests", func(m map[string]acctEntry) bool { return m["alice"].Requests == 3 })
+	time.Sleep(2500 * time.Millisecond) // two intervals
+	if err := syscall.Kill(p.pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	p.waitExit(5 * time.Second)
+
+	p = startSluice(t, "run", "-c", cfg.path)
+	m := acctShow(t, cfg)
+	if a := m["alice"]; a.Requests != 3 || a.BytesDown != 3000 {
+		t.Fatalf("after kill -9 and restart: %+v, want 3 requests and 3000 bytes down", a)
+	}
+
+	// SIGTERM: one more request, counted within the interval, survives.
+	if status, _, _, _ := curlMoved(t, authAddr, "--proxy-user", "alice:pw", "http://"+o.hostPort()+"/bytes/500"); status != 200 {
+		t.Fatal(status)
+	}
+	p.signal(syscall.SIGTERM)
+	if code, _, err := p.waitExit(10 * time.Second); code != 0 || err != nil {
+		t.Fatalf("SIGTERM: exit %d %v", code, err)
+	}
+	startSluice(t, "run", "-c", cfg.path)
+	if a := acctShow(t, cfg)["alice"]; a.Requests != 4 || a.BytesDown != 3500 {
+		t.Fatalf("after SIGTERM and restart: %+v, want 4 requests and 3500 bytes down", a)
+	}
+}
+
+// TestHTTPAccountingCorruptFile: a damaged counters file is reported in the
+// log, set aside with a .corrupt suffix and counting starts from zero; it
+// is never silently overwritten.
+func TestHTTPAccountingCorruptFile(t *testing.T) {
+	o := startOrigin(t, false)
+	cfg, dir, authAddr, _ := acctDaemon(t, "1h")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	damaged := []byte("sluice-accounting 1\nrec alice 1763802000 1763802000 5 5 1 1 0 0 0 0 0 0 0 0 0 0 0 0 0\nend 1 0000")
+	if err := os.WriteFile(filepath.Join(dir, "accounting"), damaged, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startSluice(t, "run", "-c", cfg.path)
+	if _, err := p.waitLog(5*time.Second, "level=ERROR", "corrupt", "aside="); err != nil {
+		t.Fatal(err)
+	}
+	aside, _ := filepath.Glob(filepath.Join(dir, "accounting.*.corrupt"))
+	if len(aside) != 1 {
+		t.Fatalf("files set aside: %v", aside)
+	}
+	if kept, err := os.ReadFile(aside[0]); err != nil || !bytes.Equal(kept, damaged) {
+		t.Errorf("set-aside file: %q %v, want the damaged bytes", kept, err)
+	}
+	if m := acctShow(t, cfg); len(m) != 0 {
+		t.Errorf("counters read from a corrupt file: %+v", m)
+	}
+	if status, _, _, _ := curlMoved(t, authAddr, "--proxy-user", "alice:pw", "http://"+o.hostPort()+"/bytes/7"); status != 200 {
+		t.Fatal(status)
+	}
+	p.signal(syscall.SIGHUP)
+	if _, err := p.waitLog(5*time.Second, "msg=reloaded"); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "accounting"))
+	if err != nil || !bytes.Contains(data, []byte("\nrec alice ")) {
+		t.Fatalf("new file %q %v", data, err)
+	}
+	fields := strings.Fields(strings.Split(string(data), "\n")[1])
+	if n, _ := strconv.Atoi(fields[5]); n != 7 {
+		t.Errorf("bytes down in the new file: %s, want 7", fields[5])
+	}
+}
