@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,7 +25,9 @@ import (
 //
 // It is written to a temporary file (tmpPrefix), fsynced, renamed into
 // place and the directory fsynced, so a crash leaves either the old file,
-// the new one, or a temporary file that the next start removes. A file
+// the new one, or a temporary file that the next start removes (temporary
+// names carry the writer's PID, so a cache made by a reload in the same
+// process leaves the writes of its predecessor alone). A file
 // shorter than its meta says (a crash of the disk under it, or someone
 // else's truncation) is found and removed at start or when a hit opens it.
 const (
@@ -123,7 +126,7 @@ func RemoveFiles(files []string) {
 }
 
 func writeAtomic(dir, final string, meta, body []byte) error {
-	f, err := os.CreateTemp(dir, tmpPrefix+"*")
+	f, err := os.CreateTemp(dir, tmpPrefix+strconv.Itoa(os.Getpid())+"-*")
 	if err != nil {
 		return fmt.Errorf("cache: %w", err)
 	}
@@ -182,7 +185,9 @@ func (c *Cache) loadDisk() error {
 		path := filepath.Join(c.cfg.Dir, name)
 		switch {
 		case strings.HasPrefix(name, tmpPrefix):
-			_ = os.Remove(path)
+			if !strings.HasPrefix(name, tmpPrefix+strconv.Itoa(os.Getpid())+"-") {
+				_ = os.Remove(path)
+			}
 		case strings.HasSuffix(name, fileSuffix) && de.Type().IsRegular():
 			e, mtime, err := c.readEntry(path)
 			if err != nil {

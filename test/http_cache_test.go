@@ -1,0 +1,529 @@
+package test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// cacheCase is how the cache test origin answers /c/NAME.
+type cacheCase struct {
+	status  int
+	fields  []string // "Name: value"; {now} and {old} become HTTP dates (now, 10 days ago)
+	body    []byte
+	chunked bool
+	delay   time.Duration
+}
+
+// cacheOrigin is a local origin that counts, per path, the requests it
+// gets and those that were revalidations (If-None-Match or
+// If-Modified-Since). A revalidation that matches the case's ETag or
+// Last-Modified gets 304.
+type cacheOrigin struct {
+	srv   *httptest.Server
+	old   string // Last-Modified of {old}
+	mu    sync.Mutex
+	cases map[string]cacheCase
+	hits  map[string]int
+	reval map[string]int
+}
+
+func startCacheOrigin(t *testing.T, cases map[string]cacheCase) *cacheOrigin {
+	t.Helper()
+	o := &cacheOrigin{cases: cases, hits: map[string]int{}, reval: map[string]int{},
+		old: time.Now().Add(-240 * time.Hour).UTC().Format(http.TimeFormat)}
+	o.srv = httptest.NewServer(http.HandlerFunc(o.serve))
+	t.Cleanup(o.srv.Close)
+	return o
+}
+
+func (o *cacheOrigin) serve(w http.ResponseWriter, r *http.Request) {
+	name := strings.TrimPrefix(r.URL.Path, "/c/")
+	_, _ = io.Copy(io.Discard, r.Body)
+	o.mu.Lock()
+	cc, ok := o.cases[name]
+	if r.Method == "GET" || r.Method == "HEAD" {
+		o.hits[name]++
+	} else {
+		o.hits[r.Method+" "+name]++
+	}
+	inm, ims := r.Header.Get("If-None-Match"), r.Header.Get("If-Modified-Since")
+	if inm != "" || ims != "" {
+		o.reval[name]++
+	}
+	o.mu.Unlock()
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	time.Sleep(cc.delay)
+	notModified := false
+	for _, f := range cc.fields {
+		k, v, _ := strings.Cut(f, ": ")
+		v = strings.ReplaceAll(v, "{now}", time.Now().UTC().Format(http.TimeFormat))
+		v = strings.ReplaceAll(v, "{old}", o.old)
+		w.Header().Add(k, v)
+		if strings.EqualFold(k, "ETag") && inm == v || strings.EqualFold(k, "Last-Modified") && inm == "" && ims == v {
+			notModified = true
+		}
+	}
+	if notModified {
+		w.WriteHeader(304)
+		return
+	}
+	if !cc.chunked {
+		w.Header().Set("Content-Length", strconv.Itoa(len(cc.body)))
+	}
+	w.WriteHeader(cc.status)
+	if cc.chunked {
+		for b := cc.body; len(b) > 0; {
+			k := min(5000, len(b))
+			_, _ = w.Write(b[:k])
+			w.(http.Flusher).Flush()
+			b = b[k:]
+		}
+		return
+	}
+	_, _ = w.Write(cc.body)
+}
+
+func (o *cacheOrigin) counts(name string) (hits, reval int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.hits[name], o.reval[name]
+}
+
+func (o *cacheOrigin) url(name string) string { return o.srv.URL + "/c/" + name }
+
+// proxyClient is a Go client through the proxy at addr that neither
+// follows redirects nor asks for compression.
+func proxyClient(addr string) *http.Client {
+	pu := &url.URL{Scheme: "http", Host: addr}
+	return &http.Client{
+		Transport:     &http.Transport{Proxy: http.ProxyURL(pu), DisableCompression: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Timeout:       20 * time.Second,
+	}
+}
+
+type cacheReply struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func fetch(t *testing.T, c *http.Client, method, u string, fields ...string) cacheReply {
+	t.Helper()
+	req, err := http.NewRequest(method, u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fields {
+		k, v, _ := strings.Cut(f, ": ")
+		req.Header.Add(k, v)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, u, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: body: %v", method, u, err)
+	}
+	return cacheReply{resp.StatusCode, resp.Header, b}
+}
+
+// startCachingDaemon runs `sluice run` with one http_proxy on listen with
+// the given extra option lines.
+func startCachingDaemon(t *testing.T, cfg *daemonConfig, listen string, lines ...string) *sluiceProc {
+	t.Helper()
+	cfg.write(t, httpSection("web", listen, lines...))
+	p := startSluice(t, "run", "-c", cfg.path)
+	p.addr = listen
+	return p
+}
+
+// TestHTTPCacheTable sends each origin response shape through a caching
+// `sluice run` and counts how often the origin is asked: what is stored,
+// served, revalidated (with the stored validators, answered 304) or
+// passed. Every body is checked byte for byte.
+func TestHTTPCacheTable(t *testing.T) {
+	body := func(name string, n int) []byte {
+		b := pattern(n)
+		copy(b, name)
+		return b
+	}
+	type step struct {
+		method string
+		fields []string
+		sleep  time.Duration
+	}
+	get := step{method: "GET"}
+	with := func(f ...string) step { return step{method: "GET", fields: f} }
+	tests := []struct {
+		name      string
+		c         cacheCase
+		steps     []step
+		hits, rev int
+	}{
+		{"max-age", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=60"}}, []step{get, get, get}, 1, 0},
+		{"s-maxage", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=0, s-maxage=60"}}, []step{get, get}, 1, 0},
+		{"no-store", cacheCase{status: 200, fields: []string{"Cache-Control: no-store, max-age=60"}}, []step{get, get, get}, 3, 0},
+		{"private", cacheCase{status: 200, fields: []string{"Cache-Control: private, max-age=60"}}, []step{get, get}, 2, 0},
+		{"no-cache-etag", cacheCase{status: 200, fields: []string{"Cache-Control: no-cache", `ETag: "v1"`}}, []step{get, get, get}, 3, 2},
+		{"must-revalidate-lm", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=0, must-revalidate", "Last-Modified: {old}"}}, []step{get, get}, 2, 1},
+		{"proxy-revalidate", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=0, proxy-revalidate", `ETag: "p"`}}, []step{get, with("Cache-Control: max-stale=600")}, 2, 1},
+		{"expires", cacheCase{status: 200, fields: []string{"Date: {now}", "Expires: " + time.Now().Add(time.Hour).UTC().Format(http.TimeFormat)}}, []step{get, get}, 1, 0},
+		{"expires-past", cacheCase{status: 200, fields: []string{"Date: {now}", "Expires: Thu, 01 Jan 2015 00:00:00 GMT"}}, []step{get, get}, 2, 0},
+		{"heuristic", cacheCase{status: 200, fields: []string{"Last-Modified: {old}"}}, []step{get, get}, 1, 0},
+		{"heuristic-404", cacheCase{status: 404, fields: []string{"Last-Modified: {old}"}}, []step{get, get}, 1, 0},
+		{"410", cacheCase{status: 410, fields: []string{"Cache-Control: max-age=60"}}, []step{get, get}, 1, 0},
+		{"301", cacheCase{status: 301, fields: []string{"Cache-Control: max-age=60", "Location: /elsewhere"}}, []step{get, get}, 1, 0},
+		{"203", cacheCase{status: 203, fields: []string{"Cache-Control: max-age=60"}}, []step{get, get}, 1, 0},
+		{"302-not-stored", cacheCase{status: 302, fields: []string{"Cache-Control: max-age=60", "Location: /x"}}, []step{get, get}, 2, 0},
+		{"500-not-stored", cacheCase{status: 500, fields: []string{"Cache-Control: max-age=60"}}, []step{get, get}, 2, 0},
+		{"no-freshness", cacheCase{status: 200, fields: []string{`ETag: "n"`}}, []step{get, get}, 2, 0},
+		{"set-cookie", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=60", "Set-Cookie: a=b"}}, []step{get, get}, 2, 0},
+		{"authorization", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=60"}}, []step{with("Authorization: Basic eDp5"), with("Authorization: Basic eDp5")}, 2, 0},
+		{"authorization-public", cacheCase{status: 200, fields: []string{"Cache-Control: public, max-age=60"}}, []step{with("Authorization: Basic eDp5"), get, with("Authorization: Basic eDp5")}, 1, 0},
+		{"vary", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=60", "Vary: Accept-Language"}},
+			[]step{with("Accept-Language: en"), with("Accept-Language: de"), with("Accept-Language: en"), with("Accept-Language: de"), get}, 3, 0},
+		{"vary-star", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=60", "Vary: *"}}, []step{get, get}, 2, 0},
+		{"client-no-cache", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=60", `ETag: "c"`}}, []step{get, with("Cache-Control: no-cache"), get}, 2, 1},
+		{"client-pragma", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=60", `ETag: "c"`}}, []step{get, with("Pragma: no-cache"), get}, 2, 1},
+		{"client-max-age-0", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=60", "Last-Modified: {old}"}}, []step{get, with("Cache-Control: max-age=0"), get}, 2, 1},
+		{"client-no-store", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=60"}}, []step{with("Cache-Control: no-store"), get, with("Cache-Control: no-store"), get}, 3, 0},
+		{"stale", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=1"}}, []step{get, {method: "GET", sleep: 2100 * time.Millisecond}}, 2, 0},
+		{"stale-etag", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=1", `ETag: "s"`}}, []step{get, {method: "GET", sleep: 2100 * time.Millisecond}, get}, 2, 1},
+		{"chunked", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=60"}, chunked: true}, []step{get, get}, 1, 0},
+		{"over-max-object", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=60"}}, []step{get, get}, 2, 0},
+		{"over-max-object-chunked", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=60"}, chunked: true}, []step{get, get}, 2, 0},
+		{"head-from-get", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=60"}}, []step{get, {method: "HEAD"}}, 1, 0},
+	}
+	cases := map[string]cacheCase{}
+	for _, tt := range tests {
+		n := 3000 + len(tt.name)*1000
+		if strings.HasPrefix(tt.name, "over-max-object") {
+			n = 200 << 10
+		}
+		tt.c.body = body(tt.name, n)
+		cases[tt.name] = tt.c
+	}
+	o := startCacheOrigin(t, cases)
+	cfg := newDaemonConfig(t)
+	p := startCachingDaemon(t, cfg, "127.0.0.1:24100", "option cache_size '8M'", "option cache_max_object '100K'")
+	client := proxyClient(p.addr)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want := cases[tt.name]
+			for i, s := range tt.steps {
+				time.Sleep(s.sleep)
+				r := fetch(t, client, s.method, o.url(tt.name), s.fields...)
+				if r.status != want.status {
+					t.Errorf("request %d: status %d, want %d", i, r.status, want.status)
+				}
+				wantBody := want.body
+				if s.method == "HEAD" {
+					wantBody = nil
+					if cl := r.header.Get("Content-Length"); cl != strconv.Itoa(len(want.body)) {
+						t.Errorf("HEAD: Content-Length %q, want %d", cl, len(want.body))
+					}
+				}
+				if sha(r.body) != sha(wantBody) {
+					t.Errorf("request %d: body of %d bytes differs from the origin's %d", i, len(r.body), len(wantBody))
+				}
+			}
+			hits, rev := o.counts(tt.name)
+			if hits != tt.hits || rev != tt.rev {
+				t.Errorf("origin asked %d times (%d revalidations), want %d (%d)", hits, rev, tt.hits, tt.rev)
+			}
+		})
+	}
+}
+
+// TestHTTPCacheAgeAndConditional checks the Age of hits, a client's own
+// conditional request answered 304 by the cache, and curl as a client.
+func TestHTTPCacheAgeAndConditional(t *testing.T) {
+	o := startCacheOrigin(t, map[string]cacheCase{
+		"aged": {status: 200, fields: []string{"Date: {now}", "Cache-Control: max-age=600", "Age: 10", `ETag: "a1"`, "Last-Modified: {old}"}, body: pattern(50000)},
+	})
+	cfg := newDaemonConfig(t)
+	p := startCachingDaemon(t, cfg, "127.0.0.1:24110", "option cache_size '1M'")
+	r := runCurl(t, p, o.url("aged"))
+	if r.status != 200 || sha(r.body) != sha(pattern(50000)) || r.header("Age") != "10" {
+		t.Fatalf("miss: status %d, %d bytes, Age %q", r.status, len(r.body), r.header("Age"))
+	}
+	time.Sleep(1100 * time.Millisecond)
+	r = runCurl(t, p, o.url("aged"))
+	age, _ := strconv.Atoi(r.header("Age"))
+	if r.status != 200 || sha(r.body) != sha(pattern(50000)) || age < 11 || age > 30 {
+		t.Errorf("hit: status %d, %d bytes, Age %q (want 11 or a little more)", r.status, len(r.body), r.header("Age"))
+	}
+	if !strings.Contains(r.header("Via"), "sluice") {
+		t.Errorf("hit without Via: %q", r.headers)
+	}
+	r = runCurl(t, p, "-H", `If-None-Match: "a1"`, o.url("aged"))
+	if r.status != 304 || len(r.body) != 0 || r.header("ETag") != `"a1"` {
+		t.Errorf("If-None-Match matching: status %d, %d bytes, ETag %q", r.status, len(r.body), r.header("ETag"))
+	}
+	r = runCurl(t, p, "-H", "If-Modified-Since: "+time.Now().UTC().Format(http.TimeFormat), o.url("aged"))
+	if r.status != 304 {
+		t.Errorf("If-Modified-Since after Last-Modified: status %d", r.status)
+	}
+	r = runCurl(t, p, "-H", `If-None-Match: "other"`, o.url("aged"))
+	if r.status != 200 || sha(r.body) != sha(pattern(50000)) {
+		t.Errorf("If-None-Match not matching: status %d, %d bytes", r.status, len(r.body))
+	}
+	if hits, _ := o.counts("aged"); hits != 1 {
+		t.Errorf("origin asked %d times, want 1", hits)
+	}
+}
+
+// TestHTTPCacheUnsafeInvalidates checks that a POST to a stored URL drops
+// it.
+func TestHTTPCacheUnsafeInvalidates(t *testing.T) {
+	o := startCacheOrigin(t, map[string]cacheCase{"doc": {status: 200, fields: []string{"Cache-Control: max-age=600"}, body: pattern(1000)}})
+	cfg := newDaemonConfig(t)
+	p := startCachingDaemon(t, cfg, "127.0.0.1:24120", "option cache_size '1M'")
+	c := proxyClient(p.addr)
+	fetch(t, c, "GET", o.url("doc"))
+	fetch(t, c, "GET", o.url("doc"))
+	if hits, _ := o.counts("doc"); hits != 1 {
+		t.Fatalf("before the POST: origin asked %d times, want 1", hits)
+	}
+	req, _ := http.NewRequest("POST", o.url("doc"), strings.NewReader("form=1"))
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	fetch(t, c, "GET", o.url("doc"))
+	if hits, _ := o.counts("doc"); hits != 2 {
+		t.Errorf("after the POST: origin asked %d times for GET, want 2", hits)
+	}
+}
+
+// TestHTTPCacheLRU fills a 64 KiB cache with 20 KB objects: the least
+// recently used goes first.
+func TestHTTPCacheLRU(t *testing.T) {
+	cases := map[string]cacheCase{}
+	for i := range 4 {
+		cases[fmt.Sprint("o", i)] = cacheCase{status: 200, fields: []string{"Cache-Control: max-age=600"}, body: pattern(20000)}
+	}
+	o := startCacheOrigin(t, cases)
+	cfg := newDaemonConfig(t)
+	p := startCachingDaemon(t, cfg, "127.0.0.1:24130", "option cache_size '64K'")
+	c := proxyClient(p.addr)
+	for _, n := range []string{"o0", "o1", "o2", "o0", "o3"} { // o1 is the least recently used when o3 comes
+		fetch(t, c, "GET", o.url(n))
+	}
+	for _, n := range []string{"o0", "o2", "o3", "o1"} {
+		if r := fetch(t, c, "GET", o.url(n)); sha(r.body) != sha(pattern(20000)) {
+			t.Errorf("%s: body differs", n)
+		}
+	}
+	for n, want := range map[string]int{"o0": 1, "o1": 2, "o2": 1, "o3": 1} {
+		if hits, _ := o.counts(n); hits != want {
+			t.Errorf("%s: origin asked %d times, want %d", n, hits, want)
+		}
+	}
+}
+
+// TestHTTPCacheCollapsed sends 20 clients at once for an object the origin
+// takes 500 ms to answer: the origin sees one request.
+func TestHTTPCacheCollapsed(t *testing.T) {
+	o := startCacheOrigin(t, map[string]cacheCase{
+		"slow":     {status: 200, fields: []string{"Cache-Control: max-age=600"}, body: pattern(300000), delay: 500 * time.Millisecond},
+		"slow-nos": {status: 200, fields: []string{"Cache-Control: no-store"}, body: pattern(1000), delay: 300 * time.Millisecond},
+	})
+	cfg := newDaemonConfig(t)
+	p := startCachingDaemon(t, cfg, "127.0.0.1:24140", "option cache_size '4M'")
+	for name, want := range map[string]int{"slow": 1, "slow-nos": 8} {
+		n := 20
+		if name == "slow-nos" {
+			n = 8
+		}
+		var wg sync.WaitGroup
+		sums := make([]string, n)
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := fetch(t, proxyClient(p.addr), "GET", o.url(name))
+				sums[i] = sha(r.body)
+			}()
+		}
+		wg.Wait()
+		for i, s := range sums {
+			if s != sha(o.cases[name].body) {
+				t.Errorf("%s: client %d got a different body", name, i)
+			}
+		}
+		// An uncacheable answer sends every waiter to the origin itself.
+		if hits, _ := o.counts(name); hits != want {
+			t.Errorf("%s: origin asked %d times by %d clients, want %d", name, hits, n, want)
+		}
+	}
+}
+
+// TestHTTPCacheFilter checks that with body words on, text responses are
+// not stored, a stored body with a blocked word is never served (memory
+// and disk, after a reload that turns the filter on), and other types are
+// cached as usual.
+func TestHTTPCacheFilter(t *testing.T) {
+	o := startCacheOrigin(t, map[string]cacheCase{
+		"text-bad":  {status: 200, fields: []string{"Cache-Control: max-age=600", "Content-Type: text/html"}, body: []byte("<p>the casino</p>")},
+		"text-ok":   {status: 200, fields: []string{"Cache-Control: max-age=600", "Content-Type: text/plain"}, body: []byte("harmless")},
+		"image-bad": {status: 200, fields: []string{"Cache-Control: max-age=600", "Content-Type: image/png"}, body: []byte("casino")},
+	})
+	dir := t.TempDir()
+	cfg := newDaemonConfig(t)
+	listen := "127.0.0.1:24150"
+	opts := []string{"option cache_size '1M'", "option cache_dir '" + dir + "'"}
+	p := startCachingDaemon(t, cfg, listen, opts...)
+	c := proxyClient(p.addr)
+	// Without the filter: stored in memory and on disk.
+	if r := fetch(t, c, "GET", o.url("text-bad")); r.status != 200 {
+		t.Fatalf("text-bad without the filter: %d", r.status)
+	}
+	waitFiles(t, dir, 1)
+
+	cfg.write(t, httpSection("web", listen, append(opts, "list block_word 'casino'")...))
+	reload(t, p, c)
+	c = proxyClient(p.addr) // live connections keep the old settings
+	for range 2 {
+		if r := fetch(t, c, "GET", o.url("text-bad")); r.status != 403 || strings.Contains(string(r.body), "casino") {
+			t.Errorf("text-bad with the filter: %d %q", r.status, r.body)
+		}
+		if r := fetch(t, c, "GET", o.url("text-ok")); r.status != 200 || string(r.body) != "harmless" {
+			t.Errorf("text-ok: %d %q", r.status, r.body)
+		}
+		if r := fetch(t, c, "GET", o.url("image-bad")); r.status != 200 || string(r.body) != "casino" {
+			t.Errorf("image-bad: %d %q", r.status, r.body)
+		}
+	}
+	for n, want := range map[string]int{"text-bad": 3, "text-ok": 2, "image-bad": 1} {
+		if hits, _ := o.counts(n); hits != want {
+			t.Errorf("%s: origin asked %d times, want %d", n, hits, want)
+		}
+	}
+}
+
+// reload sends SIGHUP and waits for the reload; c's idle connections
+// (served by the old settings until they close) are closed.
+func reload(t *testing.T, p *sluiceProc, c *http.Client) {
+	t.Helper()
+	p.signal(syscall.SIGHUP)
+	if _, err := p.waitLog(5*time.Second, "msg=reloaded"); err != nil {
+		t.Fatal(err)
+	}
+	c.CloseIdleConnections()
+}
+
+// waitFiles waits until dir holds n cache files (the disk copy is written
+// in the background).
+func waitFiles(t *testing.T, dir string, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		files, _ := filepath.Glob(filepath.Join(dir, "*.sc"))
+		if len(files) >= n || time.Now().After(deadline) {
+			if len(files) < n {
+				t.Fatalf("%d cache files in %s, want %d", len(files), dir, n)
+			}
+			return files
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestHTTPCacheDisk checks the disk store: objects survive a restart and
+// are served from disk without the origin (byte-exact, Content-Length and
+// chunked originals), a truncated file is discarded at start, and a
+// reload that denies the origin's address answers 403, not the stored
+// object.
+func TestHTTPCacheDisk(t *testing.T) {
+	o := startCacheOrigin(t, map[string]cacheCase{
+		"big":     {status: 200, fields: []string{"Cache-Control: max-age=600", `ETag: "b"`}, body: pattern(700000)},
+		"chunked": {status: 200, fields: []string{"Cache-Control: max-age=600"}, body: pattern(123457), chunked: true},
+	})
+	dir := t.TempDir()
+	cfg := newDaemonConfig(t)
+	listen := "127.0.0.1:24160"
+	opts := []string{"option cache_size '4M'", "option cache_dir '" + dir + "'", "option cache_dir_size '10M'"}
+	p := startCachingDaemon(t, cfg, listen, opts...)
+	c := proxyClient(p.addr)
+	for _, n := range []string{"big", "chunked"} {
+		if r := fetch(t, c, "GET", o.url(n)); sha(r.body) != sha(o.cases[n].body) {
+			t.Fatalf("%s: body differs", n)
+		}
+	}
+	files := waitFiles(t, dir, 2)
+	stop := func(p *sluiceProc) {
+		c.CloseIdleConnections()
+		p.signal(syscall.SIGTERM)
+		if code, _, err := p.waitExit(10 * time.Second); err != nil || code != 0 {
+			t.Fatalf("after SIGTERM: exit %d, %v", code, err)
+		}
+	}
+	stop(p)
+
+	p = startCachingDaemon(t, cfg, listen, opts...)
+	c = proxyClient(p.addr)
+	for _, n := range []string{"big", "chunked", "big"} {
+		r := fetch(t, c, "GET", o.url(n))
+		if r.status != 200 || sha(r.body) != sha(o.cases[n].body) || r.header.Get("Age") == "" {
+			t.Errorf("%s from disk: status %d, %d bytes (want %d), Age %q", n, r.status, len(r.body), len(o.cases[n].body), r.header.Get("Age"))
+		}
+	}
+	for _, n := range []string{"big", "chunked"} {
+		if hits, _ := o.counts(n); hits != 1 {
+			t.Errorf("%s: origin asked %d times after the restart, want 1", n, hits)
+		}
+	}
+	stop(p)
+
+	// Truncate the big object's file: discarded at start, fetched again.
+	var big string
+	for _, f := range files {
+		if fi, err := os.Stat(f); err == nil && fi.Size() > 700000 {
+			big = f
+		}
+	}
+	if big == "" {
+		t.Fatalf("no file of the big object among %v", files)
+	}
+	if err := os.Truncate(big, 1000); err != nil {
+		t.Fatal(err)
+	}
+	p = startCachingDaemon(t, cfg, listen, opts...)
+	if _, err := p.waitLog(5*time.Second, "discarding a disk entry"); err != nil {
+		t.Error(err)
+	}
+	c = proxyClient(p.addr)
+	if r := fetch(t, c, "GET", o.url("big")); sha(r.body) != sha(o.cases["big"].body) {
+		t.Error("big after truncation: body differs")
+	}
+	if hits, _ := o.counts("big"); hits != 2 {
+		t.Errorf("big: origin asked %d times after truncation, want 2", hits)
+	}
+
+	// A denied address is never answered from the cache.
+	cfg.write(t, httpSection("web", listen, append(opts, "list rule 'deny dest 127.0.0.0/8'")...))
+	reload(t, p, c)
+	c = proxyClient(p.addr) // live connections keep the old settings
+	if r := fetch(t, c, "GET", o.url("chunked")); r.status != 403 {
+		t.Errorf("stored object behind a deny rule: status %d, want 403", r.status)
+	}
+}
