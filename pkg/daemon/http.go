@@ -77,6 +77,7 @@ func (d *Daemon) newHTTP(h config.HTTPProxy, cfg *config.Config, users *auth.Use
 		Admit:             d.admit,
 		Pools:             d.pools,
 		Log:               d.log,
+		Rates:             d.rates,
 	}
 	if len(h.BlockURLs) > 0 {
 		u, err := filter.NewURLs(h.BlockURLs)

@@ -15,6 +15,7 @@ import (
 	"github.com/sluice-proxy/sluice/pkg/endpoint"
 	"github.com/sluice-proxy/sluice/pkg/filter"
 	"github.com/sluice-proxy/sluice/pkg/httpmsg"
+	"github.com/sluice-proxy/sluice/pkg/ratelimit"
 	"github.com/sluice-proxy/sluice/pkg/reactor"
 	"github.com/sluice-proxy/sluice/pkg/relay"
 	"github.com/sluice-proxy/sluice/pkg/sys"
@@ -56,6 +57,7 @@ type conn struct {
 	headStart      time.Duration // loop clock at the first byte of this head
 
 	ex *exchange
+	rl *ratelimit.User // the user whose connection limit this one counts in (rate.go)
 }
 
 // exchange is one request in flight.
@@ -93,6 +95,7 @@ type exchange struct {
 	respDone, reqDone  bool
 	keepClient         bool
 	cache              *cacheState // the cache's part; nil when the request bypasses it
+	rate               *exRate     // rate limits (rate.go); nil: none
 }
 
 type upHandler struct{ c *conn }
@@ -483,6 +486,9 @@ func (c *conn) verified(name string, ok bool) {
 // resolve finds the origin's addresses: numeric hosts in any spelling at
 // once, names in the blocking pool.
 func (c *conn) resolve() {
+	if !c.rateAdmit() {
+		return
+	}
 	ex := c.ex
 	host, ip := acl.CanonicalHost(ex.t.host)
 	ex.t.host = host
@@ -693,10 +699,10 @@ func (c *conn) runTunnel() {
 	c.state = stClosed // the relay owns both fds from here
 	c.s.stats[c.loop.ID()].Tunnels++
 	tn := &tunnel{s: c.s, rec: c.record()} // an idle tunnel keeps only its log record
-	relay.Start(c.loop, c.s.pools[c.loop.ID()], c.fd, ex.up, relay.Options{
+	relay.Start(c.loop, c.s.pools[c.loop.ID()], c.fd, ex.up, c.tunnelLimits(relay.Options{
 		IdleTimeout: c.s.cfg.TunnelIdleTimeout,
 		Done:        tn.done,
-	})
+	}, tn))
 }
 
 // tunnel is what a running CONNECT tunnel keeps besides its relay: its
@@ -704,6 +710,7 @@ func (c *conn) runTunnel() {
 type tunnel struct {
 	s   *Service
 	rec record
+	rl  *ratelimit.User // nil without a connection limit slot
 }
 
 func (tn *tunnel) done(r *relay.Relay, err error) {
@@ -713,6 +720,9 @@ func (tn *tunnel) done(r *relay.Relay, err error) {
 	st.BytesUp += r.BytesAB()
 	st.BytesDown += r.BytesBA()
 	tn.s.logRecord(r.Loop(), &tn.rec)
+	if tn.rl != nil {
+		tn.rl.Release()
+	}
 	tn.s.release()
 }
 
@@ -808,7 +818,14 @@ func (c *conn) moveUp() (bool, error) {
 			c.in = c.bufs().get()
 		}
 		c.w0, c.w1, c.r0, c.r1 = 0, 0, 0, 0
-		n, err := sys.Read(c.fd, c.in)
+		room := c.in
+		if ex.rate != nil && !c.grant(ex.rate.up, &room) {
+			return progress, nil // the rate timer pumps again
+		}
+		n, err := sys.Read(c.fd, room)
+		if ex.rate != nil {
+			used(ex.rate.up, n, len(room), err)
+		}
 		if sys.IsAgain(err) {
 			c.cReadable = false
 			return progress, nil
@@ -921,7 +938,14 @@ func (c *conn) moveDown() (bool, error) {
 		if ex.or1 == ex.or0 {
 			ex.ow0, ex.ow1, ex.or0, ex.or1 = 0, 0, 0, 0
 		}
-		n, err := sys.Read(ex.up, ex.out[ex.or1:])
+		room := ex.out[ex.or1:]
+		if ex.rate != nil && !c.grant(ex.rate.down, &room) {
+			return progress, nil // the rate timer pumps again
+		}
+		n, err := sys.Read(ex.up, room)
+		if ex.rate != nil {
+			used(ex.rate.down, n, len(room), err)
+		}
 		if sys.IsAgain(err) {
 			ex.upR = false
 			return progress, nil
@@ -1070,6 +1094,7 @@ func (c *conn) cHeadSpace() []byte {
 // abortUp closes the origin connection, if any, and gives back what the
 // exchange borrowed.
 func (c *conn) abortUp() {
+	c.rateStop()
 	c.cacheAbandon()
 	if ex := c.ex; ex != nil && ex.up >= 0 {
 		c.loop.Close(ex.up)
@@ -1223,6 +1248,7 @@ func (c *conn) close(reset bool) {
 	c.loop.Cancel(&c.timer)
 	c.abortUp()
 	c.putIn()
+	c.rateRelease()
 	if reset {
 		c.loop.CloseReset(c.fd)
 	} else {

@@ -130,6 +130,7 @@ var statusText = map[int]string{
 	407: "Proxy Authentication Required",
 	408: "Request Timeout",
 	414: "URI Too Long",
+	429: "Too Many Requests",
 	431: "Request Header Fields Too Large",
 	501: "Not Implemented",
 	502: "Bad Gateway",

@@ -29,6 +29,7 @@ import (
 	"github.com/sluice-proxy/sluice/pkg/filter"
 	"github.com/sluice-proxy/sluice/pkg/httpcache"
 	"github.com/sluice-proxy/sluice/pkg/httpmsg"
+	"github.com/sluice-proxy/sluice/pkg/ratelimit"
 	"github.com/sluice-proxy/sluice/pkg/ratelog"
 	"github.com/sluice-proxy/sluice/pkg/reactor"
 	"github.com/sluice-proxy/sluice/pkg/relay"
@@ -120,6 +121,11 @@ type Config struct {
 	// AccessLog, if set, receives one record per request: client, user,
 	// method, URL or CONNECT target, status, bytes and duration.
 	AccessLog *slog.Logger
+	// Rates, if set, holds the users' rate and connection limits (config
+	// class sections): an exchange of a limited user reads at the user's
+	// rates, a CONNECT tunnel relays at them, and a connection over the
+	// user's max_conns gets 429. If nil, nobody is limited.
+	Rates *ratelimit.Registry
 	// Admit, if set, is asked on the loop for every accepted connection;
 	// an error closes the connection at once and is logged (rate-limited).
 	// It must not block (the daemon's memory cap and the tuner's wake-up

@@ -119,11 +119,13 @@ type reader struct {
 
 type readers []*reader
 
-func (h readers) Len() int           { return len(h) }
-func (h readers) Less(i, j int) bool { return h[i].at < h[j].at || h[i].at == h[j].at && h[i].id < h[j].id }
-func (h readers) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *readers) Push(x any)        { *h = append(*h, x.(*reader)) }
-func (h *readers) Pop() any          { old := *h; r := old[len(old)-1]; *h = old[:len(old)-1]; return r }
+func (h readers) Len() int { return len(h) }
+func (h readers) Less(i, j int) bool {
+	return h[i].at < h[j].at || h[i].at == h[j].at && h[i].id < h[j].id
+}
+func (h readers) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *readers) Push(x any)   { *h = append(*h, x.(*reader)) }
+func (h *readers) Pop() any     { old := *h; r := old[len(old)-1]; *h = old[:len(old)-1]; return r }
 
 // TestBucketShared runs readers that always have data against one bucket
 // on a fake clock, waking each when its grant is due plus a timer's

@@ -1,0 +1,307 @@
+package test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Rate classes end to end: `sluice run -c` with config class sections,
+// curl as the client, a local origin, each transfer timed against the
+// configured rate (+-25%: make test runs on a loaded machine; make bench
+// measures precisely) and checked byte for byte by sha256.
+
+// rateListen is the proxy address of the rate tests (helper B's ports).
+func rateListen(i int) string { return fmt.Sprintf("127.0.0.1:%d", 23000+i) }
+
+// rateTransfer is what one curl run through the proxy moved.
+type rateTransfer struct {
+	status int
+	bytes  int64
+	sha    string // sha256 of the body received
+	took   time.Duration
+	err    error
+}
+
+// curlThrough runs curl through the proxy at addr with args (the body goes
+// to a file that is hashed) and times it.
+func curlThrough(t *testing.T, addr string, args ...string) rateTransfer {
+	curl := requireTool(t, "curl", "curl")
+	out := filepath.Join(t.TempDir(), "body")
+	all := append([]string{"-sS", "--max-time", "30", "--proxy", "http://" + addr, "-o", out, "-w", "%{http_code}"}, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	start := time.Now()
+	b, err := exec.CommandContext(ctx, curl, all...).Output()
+	r := rateTransfer{took: time.Since(start), err: err}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.err = fmt.Errorf("%v: %s", err, ee.Stderr)
+	}
+	r.status, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	f, ferr := os.Open(out)
+	if ferr == nil {
+		h := sha256.New()
+		r.bytes, _ = io.Copy(h, f)
+		r.sha = hex.EncodeToString(h.Sum(nil))
+		f.Close()
+	}
+	return r
+}
+
+// checkRate fails unless size bytes took their time at rate bytes/s
+// +-25% (the bucket's first 50 ms burst comes on top).
+func checkRate(t *testing.T, what string, took time.Duration, size, rate int64) {
+	t.Helper()
+	want := time.Duration(float64(size) / float64(rate) * float64(time.Second))
+	got := float64(size) / took.Seconds()
+	if took < want*75/100-50*time.Millisecond || took > want*125/100 {
+		t.Errorf("%s: %d bytes in %v = %.0f bytes/s, want %d bytes/s +-25%% (%v)", what, size, took, got, rate, want)
+		return
+	}
+	t.Logf("%s: %d bytes in %v = %.0f bytes/s, configured %d (%+.1f%%)", what, size, took, got, rate, 100*(got/float64(rate)-1))
+}
+
+// rateConfig is the config of the rate tests: classes slow (1 MB/s down,
+// 500 KB/s up) and fast (2 MB/s down), class two (2 connections, no rate),
+// and users in each; tv is an address identity (127.0.0.2) of class slow.
+func rateConfig(t *testing.T, listen, extraOrigin, slowDown string) string {
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := func(name, class string, lines ...string) string {
+		s := fmt.Sprintf("config user '%s'\n\toption password '%s'\n\toption class '%s'\n", name, hash, class)
+		for _, l := range lines {
+			s += "\t" + l + "\n"
+		}
+		return s + "\n"
+	}
+	return fmt.Sprintf("config class 'slow'\n\toption rate_down '%s'\n\toption rate_up '4mbit'\n\n", slowDown) +
+		"config class 'fast'\n\toption rate_down '16mbit'\n\n" +
+		"config class 'two'\n\toption max_conns '2'\n\n" +
+		user("alice", "slow") + user("bob", "fast") + user("carol", "two") +
+		user("dave", "slow", "option rate_down '4mbit'") + // override: 500 KB/s
+		user("tv", "slow", "list address '127.0.0.2/32'") +
+		user("free", "staff") + // a class without a section: no limits
+		httpSection("web", listen, "option auth '1'", "list connect_port '"+extraOrigin+"'")
+}
+
+// startRateProxy starts `sluice run` with rateConfig.
+func startRateProxy(t *testing.T, port int, tlsPort string) (*sluiceProc, *daemonConfig) {
+	listen := rateListen(port)
+	cfg := newDaemonConfig(t)
+	cfg.write(t, rateConfig(t, listen, tlsPort, "8mbit"))
+	p := startSluice(t, "run", "-c", cfg.path)
+	p.addr = listen
+	return p, cfg
+}
+
+const (
+	slowRate = 1_000_000 // 8mbit
+	fastRate = 2_000_000 // 16mbit
+	upRate   = 500_000   // 4mbit
+)
+
+func TestHTTPRateDownloads(t *testing.T) {
+	o := startOrigin(t, false)
+	p, _ := startRateProxy(t, 0, "443")
+	url := func(n int64) string { return fmt.Sprintf("http://%s/bytes/%d", o.hostPort(), n) }
+
+	t.Run("one download", func(t *testing.T) {
+		const size = 2_500_000
+		r := curlThrough(t, p.addr, "--proxy-user", "alice:pw", url(size))
+		if r.err != nil || r.status != 200 || r.bytes != size || r.sha != sha(pattern(size)) {
+			t.Fatalf("status %d, %d bytes, sha %s, err %v", r.status, r.bytes, r.sha, r.err)
+		}
+		checkRate(t, "alice, 1 download", r.took, size, slowRate)
+	})
+
+	t.Run("8 parallel downloads share the user's rate", func(t *testing.T) {
+		const n, size = 8, 312_500
+		var wg sync.WaitGroup
+		res := make([]rateTransfer, n)
+		start := time.Now()
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res[i] = curlThrough(t, p.addr, "--proxy-user", "alice:pw", url(size))
+			}()
+		}
+		wg.Wait()
+		took := time.Since(start)
+		for i, r := range res {
+			if r.err != nil || r.status != 200 || r.bytes != size || r.sha != sha(pattern(size)) {
+				t.Fatalf("download %d: status %d, %d bytes, err %v", i, r.status, r.bytes, r.err)
+			}
+			// A fair share: none finishes much before the others.
+			if r.took < took/2 {
+				t.Errorf("download %d took %v of %v: more than its share", i, r.took, took)
+			}
+		}
+		checkRate(t, "alice, 8 downloads", took, n*size, slowRate)
+	})
+
+	t.Run("two users in two classes at once", func(t *testing.T) {
+		var wg sync.WaitGroup
+		var ra, rb rateTransfer
+		wg.Add(2)
+		go func() { defer wg.Done(); ra = curlThrough(t, p.addr, "--proxy-user", "alice:pw", url(2*slowRate)) }()
+		go func() { defer wg.Done(); rb = curlThrough(t, p.addr, "--proxy-user", "bob:pw", url(2*fastRate)) }()
+		wg.Wait()
+		for _, r := range []rateTransfer{ra, rb} {
+			if r.err != nil || r.status != 200 {
+				t.Fatalf("status %d, err %v", r.status, r.err)
+			}
+		}
+		if ra.sha != sha(pattern(2*slowRate)) || rb.sha != sha(pattern(2*fastRate)) {
+			t.Fatal("a body differs from the origin's")
+		}
+		checkRate(t, "alice (slow)", ra.took, 2*slowRate, slowRate)
+		checkRate(t, "bob (fast)", rb.took, 2*fastRate, fastRate)
+	})
+
+	t.Run("per-user override and address identity", func(t *testing.T) {
+		var wg sync.WaitGroup
+		var rd, rt rateTransfer
+		wg.Add(2)
+		go func() { defer wg.Done(); rd = curlThrough(t, p.addr, "--proxy-user", "dave:pw", url(upRate)) }()
+		go func() { defer wg.Done(); rt = curlThrough(t, p.addr, "--interface", "127.0.0.2", url(slowRate)) }()
+		wg.Wait()
+		if rd.status != 200 || rd.sha != sha(pattern(upRate)) || rt.status != 200 || rt.sha != sha(pattern(slowRate)) {
+			t.Fatalf("dave: %d %v; tv: %d %v", rd.status, rd.err, rt.status, rt.err)
+		}
+		checkRate(t, "dave (4mbit override)", rd.took, upRate, upRate)
+		checkRate(t, "tv (address, slow)", rt.took, slowRate, slowRate)
+	})
+
+	t.Run("a class without a section limits nothing", func(t *testing.T) {
+		const size = 8_000_000
+		r := curlThrough(t, p.addr, "--proxy-user", "free:pw", url(size))
+		if r.status != 200 || r.sha != sha(pattern(size)) {
+			t.Fatalf("status %d, err %v", r.status, r.err)
+		}
+		if limited := time.Duration(size / slowRate * float64(time.Second)); r.took > limited/2 {
+			t.Errorf("free: %d bytes took %v: limited?", size, r.took)
+		}
+	})
+}
+
+func TestHTTPRateUploadAndTunnel(t *testing.T) {
+	o := startOrigin(t, false)
+	tlsOrigin := startOrigin(t, true)
+	p, _ := startRateProxy(t, 1, tlsOrigin.port())
+
+	t.Run("upload at rate_up", func(t *testing.T) {
+		const size = 2 * upRate
+		data := pattern(size)
+		path := writeFile(t, data)
+		curl := requireTool(t, "curl", "curl")
+		start := time.Now()
+		out, err := exec.Command(curl, "-sS", "--max-time", "30", "--proxy", "http://"+p.addr, "--proxy-user", "alice:pw",
+			"--data-binary", "@"+path, "-D", "-", "-o", "/dev/null", "http://"+o.hostPort()+"/echo").Output()
+		took := time.Since(start)
+		if err != nil || !strings.Contains(string(out), "X-Body-Sha256: "+sha(data)) {
+			t.Fatalf("upload: %v\n%s", err, out)
+		}
+		checkRate(t, "alice, upload", took, size, upRate)
+	})
+
+	t.Run("CONNECT tunnel at rate_down", func(t *testing.T) {
+		const size = 2 * fastRate
+		r := curlThrough(t, p.addr, "--proxy-user", "bob:pw", "-k", fmt.Sprintf("https://%s/bytes/%d", tlsOrigin.hostPort(), size))
+		if r.err != nil || r.status != 200 || r.sha != sha(pattern(size)) {
+			t.Fatalf("status %d, %d bytes, err %v", r.status, r.bytes, r.err)
+		}
+		checkRate(t, "bob, tunnel", r.took, size, fastRate)
+	})
+}
+
+// TestHTTPRateMaxConns: a user of a class with max_conns '2' gets 429 on a
+// third connection, and a slot again once one closes.
+func TestHTTPRateMaxConns(t *testing.T) {
+	o := startOrigin(t, false)
+	p, _ := startRateProxy(t, 2, "443")
+	req := fmt.Sprintf("GET http://%s/bytes/10 HTTP/1.1\r\nHost: %s\r\nProxy-Authorization: Basic %s\r\n\r\n",
+		o.hostPort(), o.hostPort(), "Y2Fyb2w6cHc=") // carol:pw
+	open := func() (net.Conn, int) {
+		c := p.dial(t)
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte(req)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 4096)
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		return c, statusOf(string(buf[:n]))
+	}
+	c1, s1 := open()
+	c2, s2 := open()
+	c3, s3 := open()
+	defer c2.Close()
+	defer c3.Close()
+	if s1 != 200 || s2 != 200 || s3 != 429 {
+		t.Fatalf("three keep-alive connections of carol: %d %d %d, want 200 200 429", s1, s2, s3)
+	}
+	if _, err := p.waitLog(5*time.Second, "connection limit reached", "user=carol", "max_conns=2"); err != nil {
+		t.Error(err)
+	}
+	c1.Close()
+	// The proxy sees the close on its loop; allow it a moment.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c4, s4 := open()
+		c4.Close()
+		if s4 == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after closing a connection: %d, want 200", s4)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Other users are not affected.
+	if r := curlThrough(t, p.addr, "--proxy-user", "bob:pw", "http://"+o.hostPort()+"/bytes/10"); r.status != 200 {
+		t.Errorf("bob: %d", r.status)
+	}
+}
+
+// TestHTTPRateReload: a reload that changes a class's rate applies it.
+func TestHTTPRateReload(t *testing.T) {
+	o := startOrigin(t, false)
+	p, cfg := startRateProxy(t, 3, "443")
+	url := fmt.Sprintf("http://%s/bytes/%d", o.hostPort(), slowRate)
+	r := curlThrough(t, p.addr, "--proxy-user", "alice:pw", url)
+	if r.status != 200 || r.sha != sha(pattern(slowRate)) {
+		t.Fatalf("before reload: %d %v", r.status, r.err)
+	}
+	checkRate(t, "alice at 8mbit", r.took, slowRate, slowRate)
+
+	cfg.write(t, rateConfig(t, p.addr, "443", "16mbit"))
+	p.signal(syscall.SIGHUP)
+	if _, err := p.waitLog(5*time.Second, "msg=reloaded", "problems=0"); err != nil {
+		t.Fatal(err)
+	}
+	url = fmt.Sprintf("http://%s/bytes/%d", o.hostPort(), 2*slowRate)
+	r = curlThrough(t, p.addr, "--proxy-user", "alice:pw", url)
+	if r.status != 200 || r.sha != sha(pattern(2*slowRate)) {
+		t.Fatalf("after reload: %d %v", r.status, r.err)
+	}
+	checkRate(t, "alice at 16mbit after reload", r.took, 2*slowRate, 2*slowRate)
+}
