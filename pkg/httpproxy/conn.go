@@ -49,6 +49,9 @@ type conn struct {
 
 	cReadable, cWritable bool
 	cEOF                 bool
+	// cHangup: the client's FIN or an error was reported, so a short read
+	// does not prove the socket drained (the short-read rule).
+	cHangup bool
 
 	// in holds client bytes: in[r0:r1] not yet used; in[w0:w1] claimed
 	// body bytes waiting to be written upstream. nil while idle.
@@ -81,6 +84,7 @@ type exchange struct {
 	bytesDn uint64
 
 	upR, upW bool
+	upHangup bool // like conn.cHangup, for the origin socket
 	upHead   []byte // request head not yet written upstream
 	reqBody  body
 
@@ -108,6 +112,9 @@ func (h *upHandler) HandleEvent(ev uint32) {
 	}
 	if ev&(sys.EventIn|sys.EventRdHup|sys.EventHup|sys.EventErr) != 0 {
 		ex.upR = true
+	}
+	if ev&(sys.EventRdHup|sys.EventHup|sys.EventErr) != 0 {
+		ex.upHangup = true
 	}
 	if ev&(sys.EventOut|sys.EventHup|sys.EventErr) != 0 {
 		ex.upW = true
@@ -249,6 +256,9 @@ func (c *conn) HandleEvent(ev uint32) {
 	if ev&(sys.EventIn|sys.EventRdHup|sys.EventHup|sys.EventErr) != 0 {
 		c.cReadable = true
 	}
+	if ev&(sys.EventRdHup|sys.EventHup|sys.EventErr) != 0 {
+		c.cHangup = true
+	}
 	if ev&(sys.EventOut|sys.EventHup|sys.EventErr) != 0 {
 		c.cWritable = true
 	}
@@ -319,6 +329,11 @@ func (c *conn) readHead() {
 			// from now.
 			c.headStart = c.loop.Now()
 			c.loop.Schedule(&c.timer, c.s.cfg.HeaderTimeout)
+		}
+		if c.r1+n < len(c.in) && !c.cHangup {
+			// A short read emptied the socket: the next bytes bring a
+			// new edge, so skip the read that would only answer EAGAIN.
+			c.cReadable = false
 		}
 		c.r1 += n
 	}
@@ -638,6 +653,12 @@ func (c *conn) connected(fd int, err error) {
 		return
 	}
 	ex.up, ex.upR, ex.upW = fd, true, true
+	if ex.reused {
+		// A pooled connection had no event since it was pooled (its idle
+		// handler drops it on any), so there is nothing to read before
+		// the request: a later event says when the answer comes.
+		ex.upR = false
+	}
 	c.loop.SetHandler(fd, &ex.upEnd)
 	if ex.tunnel {
 		c.state = stTunnel
@@ -834,6 +855,9 @@ func (c *conn) moveUp() (bool, error) {
 			c.cEOF = true
 			return progress, errors.New("client closed during the request body")
 		}
+		if n < len(room) && !c.cHangup {
+			c.cReadable = false // short read: drained
+		}
 		c.r1 = n
 		progress = true
 	}
@@ -845,11 +869,13 @@ func (c *conn) moveDown() (bool, error) {
 	ex := c.ex
 	progress := false
 	for {
-		if len(ex.cHead) > 0 {
+		// The head goes out with the body bytes that came with it in one
+		// sendmsg: while some wait unclaimed, claim them first.
+		if len(ex.cHead) > 0 && (ex.resp == nil || ex.respDone || ex.ow1 > ex.ow0 || ex.or1 == ex.or0) {
 			if !c.cWritable {
 				return progress, nil
 			}
-			n, err := sys.Write(c.fd, ex.cHead)
+			n, err := sys.Writev(c.fd, ex.cHead, ex.out[ex.ow0:ex.ow1])
 			if sys.IsAgain(err) {
 				c.cWritable = false
 				return progress, nil
@@ -857,7 +883,10 @@ func (c *conn) moveDown() (bool, error) {
 			if err != nil {
 				return progress, err
 			}
-			ex.cHead = ex.cHead[n:]
+			h := min(n, len(ex.cHead))
+			ex.cHead = ex.cHead[h:]
+			ex.ow0 += n - h
+			ex.bytesDn += uint64(n - h)
 			progress = true
 			continue
 		}
@@ -962,6 +991,9 @@ func (c *conn) moveDown() (bool, error) {
 				return true, nil
 			}
 			return progress, upstreamError{errors.New("origin closed in the middle of the body")}
+		}
+		if n < len(room) && !ex.upHangup {
+			ex.upR = false // short read: drained
 		}
 		ex.or1 += n
 		progress = true

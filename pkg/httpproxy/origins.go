@@ -50,22 +50,19 @@ func (p *originPool) put(key netip.AddrPort, fd int) {
 	p.total++
 }
 
-// take returns a live idle connection to key, or -1. A connection whose
-// origin has closed it (or sent bytes nobody asked for) is closed instead.
+// take returns the newest idle connection to key, or -1. It does not probe
+// the socket (a read per request): a connection the origin closed has been
+// dropped by its handler unless the event is still on its way, and then the
+// request fails before any answer and is sent again on a fresh connection
+// (conn.exchangeFailed).
 func (p *originPool) take(key netip.AddrPort) int {
-	for {
-		list := p.idle[key]
-		if len(list) == 0 {
-			return -1
-		}
-		o := list[len(list)-1]
-		p.remove(o)
-		var probe [1]byte
-		if _, err := sys.Read(o.fd, probe[:]); sys.IsAgain(err) {
-			return o.fd
-		}
-		p.loop.Close(o.fd)
+	list := p.idle[key]
+	if len(list) == 0 {
+		return -1
 	}
+	o := list[len(list)-1]
+	p.remove(o)
+	return o.fd
 }
 
 func (p *originPool) remove(o *idleOrigin) {
