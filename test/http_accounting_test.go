@@ -365,8 +365,8 @@ func TestHTTPAccountingPersistence(t *testing.T) {
 	}
 }
 
-// TestHTTPAccountingCorruptFile: a damaged counters file is reported in the
-// log, set aside with a .corrupt suffix and counting starts from zero; it
+// TestHTTPAccountingCorruptFile: a damaged counters file is reported by
+// sluice check and in the log, set aside with a .corrupt suffix and counting starts from zero; it
 // is never silently overwritten.
 func TestHTTPAccountingCorruptFile(t *testing.T) {
 	o := startOrigin(t, false)
@@ -377,6 +377,10 @@ func TestHTTPAccountingCorruptFile(t *testing.T) {
 	damaged := []byte("sluice-accounting 1\nrec alice 1763802000 1763802000 5 5 1 1 0 0 0 0 0 0 0 0 0 0 0 0 0\nend 1 0000")
 	if err := os.WriteFile(filepath.Join(dir, "accounting"), damaged, 0o600); err != nil {
 		t.Fatal(err)
+	}
+	res := runSluice(t, "check", "-c", cfg.path)
+	if res.code != 0 || !containsAll(res.stdout, []string{"accounting: WARNING", "is corrupt", "end line is cut short"}) {
+		t.Errorf("sluice check with a corrupt counters file: exit %d\n%s%s", res.code, res.stdout, res.stderr)
 	}
 	p := startSluice(t, "run", "-c", cfg.path)
 	if _, err := p.waitLog(5*time.Second, "level=ERROR", "corrupt", "aside="); err != nil {

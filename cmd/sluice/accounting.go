@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -124,4 +125,21 @@ func fmtSeen(t time.Time) string {
 		return "-"
 	}
 	return t.Format("2006-01-02 15:04")
+}
+
+// checkAccounting adds the counters file to `sluice check`'s summary; a
+// file `sluice run` would set aside is reported (the config itself is
+// fine, so the exit status stays 0).
+func checkAccounting(w io.Writer, cfg *config.Config) {
+	ac := cfg.Global.Accounting
+	if !ac.Enabled {
+		fmt.Fprintln(w, "accounting: off")
+		return
+	}
+	n, err := accounting.Verify(ac.Dir)
+	if err != nil {
+		fmt.Fprintf(w, "accounting: WARNING: %v; sluice run will set it aside and count from zero\n", err)
+		return
+	}
+	fmt.Fprintf(w, "accounting: %s, written every %s, %d identities\n", filepath.Join(ac.Dir, accounting.FileName), ac.Interval, n)
 }

@@ -557,3 +557,22 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestVerify(t *testing.T) {
+	dir := t.TempDir()
+	if n, err := Verify(dir); n != 0 || err != nil {
+		t.Errorf("no file: %d, %v", n, err)
+	}
+	good := encode([]state{{key: "a", total: Counters{Requests: 1}}, {key: "b", total: Counters{Requests: 2}}})
+	os.WriteFile(filepath.Join(dir, FileName), good, 0o600)
+	if n, err := Verify(dir); n != 2 || err != nil {
+		t.Errorf("good file: %d, %v", n, err)
+	}
+	os.WriteFile(filepath.Join(dir, FileName), good[:len(good)-3], 0o600)
+	if _, err := Verify(dir); err == nil || !strings.Contains(err.Error(), "corrupt") {
+		t.Errorf("truncated file: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, FileName)); err != nil {
+		t.Errorf("Verify moved the file: %v", err)
+	}
+}

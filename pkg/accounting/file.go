@@ -188,9 +188,8 @@ func parseCount(s string) (uint64, error) {
 	return strconv.ParseUint(s, 10, 63)
 }
 
-// loadFile reads dir/FileName. A missing file is no error and no records;
-// a corrupt one is renamed aside and reported as *CorruptError.
-func loadFile(dir string, now time.Time) ([]state, error) {
+// readFile returns the content of dir/FileName, nil when there is none.
+func readFile(dir string) ([]byte, error) {
 	path := filepath.Join(dir, FileName)
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -199,18 +198,44 @@ func loadFile(dir string, now time.Time) ([]state, error) {
 	if err != nil {
 		return nil, fmt.Errorf("accounting: %w", err)
 	}
+	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
-	f.Close()
 	if err != nil {
 		return nil, fmt.Errorf("accounting: read %s: %w", path, err)
 	}
 	if len(data) > maxFileSize {
 		return nil, fmt.Errorf("accounting: %s is larger than %d bytes", path, maxFileSize)
 	}
+	return data, nil
+}
+
+// Verify reads the counters file in dir without changing anything (for
+// `sluice check`): it returns the number of identities in it (0 when there
+// is no file), or the reason New would set it aside.
+func Verify(dir string) (int, error) {
+	data, err := readFile(dir)
+	if err != nil || data == nil {
+		return 0, err
+	}
+	states, err := parse(data)
+	if err != nil {
+		return 0, fmt.Errorf("accounting file %s is corrupt: %w", filepath.Join(dir, FileName), err)
+	}
+	return len(states), nil
+}
+
+// loadFile reads dir/FileName. A missing file is no error and no records;
+// a corrupt one is renamed aside and reported as *CorruptError.
+func loadFile(dir string, now time.Time) ([]state, error) {
+	data, err := readFile(dir)
+	if err != nil || data == nil {
+		return nil, err
+	}
 	states, perr := parse(data)
 	if perr == nil {
 		return states, nil
 	}
+	path := filepath.Join(dir, FileName)
 	aside := filepath.Join(dir, FileName+"."+now.UTC().Format("20060102T150405")+".corrupt")
 	if err := os.Rename(path, aside); err != nil {
 		return nil, fmt.Errorf("accounting: %s is corrupt (%v) and cannot be set aside: %w", path, perr, err)
