@@ -169,8 +169,8 @@ config user 'bob'
 func acctDaemon(t testing.TB, interval string) (*daemonConfig, string, string, string) {
 	t.Helper()
 	cfg := newDaemonConfig(t)
-	dir := filepath.Join(cfg.dir, "acct")
-	cfg.global = fmt.Sprintf("\toption accounting_dir '%s'\n\toption accounting_interval '%s'\n", dir, interval)
+	dir := filepath.Join(cfg.dir, "acct") // daemonConfig's accounting_dir
+	cfg.global = fmt.Sprintf("\toption accounting_interval '%s'\n", interval)
 	authAddr := fmt.Sprintf("127.0.0.1:%d", acctPort(t))
 	openAddr := fmt.Sprintf("127.0.0.1:%d", acctPort(t))
 	for openAddr == authAddr {

@@ -45,10 +45,12 @@ func newDaemonConfig(t testing.TB) *daemonConfig {
 }
 
 // write replaces the config file with the global section (control socket
-// in the test directory, two loops, debug off) followed by body.
+// and accounting directory in the test directory, two loops, debug off)
+// followed by body.
 func (c *daemonConfig) write(t testing.TB, body string) {
 	t.Helper()
-	text := fmt.Sprintf("config sluice 'main'\n\toption control_socket '%s'\n\toption loops '2'\n\toption grace '2s'\n%s\n%s", c.socket, c.global, body)
+	text := fmt.Sprintf("config sluice 'main'\n\toption control_socket '%s'\n\toption accounting_dir '%s'\n\toption loops '2'\n\toption grace '2s'\n%s\n%s",
+		c.socket, filepath.Join(c.dir, "acct"), c.global, body)
 	// Written beside and renamed, as an editor or uci commit does, so a
 	// reload never reads half a file.
 	tmp := c.path + ".tmp"
