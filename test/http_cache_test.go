@@ -527,3 +527,29 @@ func TestHTTPCacheDisk(t *testing.T) {
 		t.Errorf("stored object behind a deny rule: status %d, want 403", r.status)
 	}
 }
+
+// TestHTTPCacheFlagsAndBodies runs `sluice http-proxy --cache-size`: a
+// hit needs no origin, and a GET with a body is never answered from the
+// cache (its body would be read as the next request).
+func TestHTTPCacheFlagsAndBodies(t *testing.T) {
+	o := startCacheOrigin(t, map[string]cacheCase{"doc": {status: 200, fields: []string{"Cache-Control: max-age=600"}, body: pattern(4000)}})
+	p := startHTTPProxy(t, "--cache-size", "1M", "--cache-max-object", "10K")
+	c := proxyClient(p.addr)
+	for range 3 {
+		if r := fetch(t, c, "GET", o.url("doc")); r.status != 200 || sha(r.body) != sha(pattern(4000)) {
+			t.Fatalf("GET: %d, %d bytes", r.status, len(r.body))
+		}
+	}
+	if hits, _ := o.counts("doc"); hits != 1 {
+		t.Fatalf("origin asked %d times, want 1", hits)
+	}
+	u := o.url("doc")
+	raw := rawExchange(t, p, "GET "+u+" HTTP/1.1\r\nHost: "+o.srv.Listener.Addr().String()+"\r\nContent-Length: 40\r\n\r\n"+
+		"GET /c/doc HTTP/1.1\r\nHost: x\r\nX-A: b\r\n\r\n"[:40]+"GET "+u+" HTTP/1.1\r\nHost: "+o.srv.Listener.Addr().String()+"\r\nConnection: close\r\n\r\n")
+	if n := strings.Count(raw, "HTTP/1.1 200 OK"); n != 2 {
+		t.Errorf("GET with a body, then a GET: %d responses of 200, want 2:\n%.300s", n, raw)
+	}
+	if hits, _ := o.counts("doc"); hits != 2 {
+		t.Errorf("origin asked %d times, want 2 (the GET with a body goes to the origin)", hits)
+	}
+}

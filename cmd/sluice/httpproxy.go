@@ -16,8 +16,10 @@ import (
 
 	"github.com/sluice-proxy/sluice/pkg/acl"
 	"github.com/sluice-proxy/sluice/pkg/auth"
+	"github.com/sluice-proxy/sluice/pkg/config"
 	"github.com/sluice-proxy/sluice/pkg/endpoint"
 	"github.com/sluice-proxy/sluice/pkg/filter"
+	"github.com/sluice-proxy/sluice/pkg/httpcache"
 	"github.com/sluice-proxy/sluice/pkg/httpproxy"
 	"github.com/sluice-proxy/sluice/pkg/reactor"
 	"github.com/sluice-proxy/sluice/pkg/relay"
@@ -72,6 +74,7 @@ type httpProxyFlags struct {
 	connectPorts   []string
 	blockURLs      []string
 	blockWords     []string
+	cache          httpcache.Config
 }
 
 func newHTTPProxyFlags(f *httpProxyFlags, stderr io.Writer) *flag.FlagSet {
@@ -107,6 +110,13 @@ func newHTTPProxyFlags(f *httpProxyFlags, stderr io.Writer) *flag.FlagSet {
 		f.blockWords = append(f.blockWords, s)
 		return nil
 	})
+	size := func(dst *int64) func(string) error {
+		return func(s string) (err error) { *dst, err = config.ParseSize(s); return err }
+	}
+	fs.Func("cache-size", "cache GET responses in `SIZE` of memory (such as 64M; default: no cache)", size(&f.cache.MaxBytes))
+	fs.Func("cache-max-object", "cache bodies up to `SIZE` (default 1M)", size(&f.cache.MaxObject))
+	fs.StringVar(&f.cache.Dir, "cache-dir", "", "also keep cached responses in `DIR` (with --cache-size)")
+	fs.Func("cache-dir-size", "bound --cache-dir to `SIZE` (default 256M)", size(&f.cache.DirMaxBytes))
 	fs.Func("connect-port", "a `PORT` or LO-HI that CONNECT may reach; repeatable (default: 443)", func(s string) error {
 		f.connectPorts = append(f.connectPorts, s)
 		return nil
@@ -207,6 +217,13 @@ func runHTTPProxy(args []string, stderr io.Writer) error {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 
+	var cache *httpcache.Cache
+	if f.cache.MaxBytes > 0 {
+		f.cache.Log = log
+		if cache, err = httpcache.New(f.cache); err != nil {
+			return err
+		}
+	}
 	r, err := reactor.New(reactor.Config{Loops: f.loops})
 	if err != nil {
 		return err
@@ -226,6 +243,7 @@ func runHTTPProxy(args []string, stderr io.Writer) error {
 		ACL:               list,
 		BlockURLs:         blockURLs,
 		BodyWords:         words,
+		Cache:             cache,
 		Pools:             relay.PoolSet(relay.PoolConfig{}, f.loops),
 		Log:               log,
 		AccessLog:         access,

@@ -49,6 +49,10 @@ type HTTPProxy struct {
 	CacheDir                                string
 }
 
+// ParseSize parses a size as options take it (bytes with an optional K, M
+// or G suffix, powers of 1024), for command-line flags.
+func ParseSize(v string) (int64, error) { return parseSize(v) }
+
 // User is one `config user 'NAME'` section.
 type User struct {
 	Name string

@@ -3,6 +3,7 @@ package httpproxy
 import (
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sluice-proxy/sluice/pkg/filter"
@@ -79,17 +80,19 @@ func (c *conn) cacheLookup() bool {
 	}
 	m := ex.req.Method
 	if unsafeMethod(m) {
-		ex.cache = &cacheState{req: httpcache.Request{Method: m, URL: ex.t.url()}, unsafe: true, fd: -1}
+		ex.cache = &cacheState{req: httpcache.Request{Method: m, URL: c.cacheKey()}, unsafe: true, fd: -1}
 		return false
 	}
-	if m != "GET" && m != "HEAD" {
+	if m != "GET" && m != "HEAD" || ex.req.Framing != httpmsg.NoBody {
+		// A GET with a body is passed as it is: answering it from the
+		// cache would leave its body to be read as the next request.
 		return false
 	}
 	if _, ok := ex.req.Header.Get("Range"); ok {
 		return false
 	}
 	now := time.Now()
-	st := &cacheState{req: httpcache.Request{Method: m, URL: ex.t.url(), Header: ex.req.Header}, reqTime: now, fd: -1}
+	st := &cacheState{req: httpcache.Request{Method: m, URL: c.cacheKey(), Header: ex.req.Header}, reqTime: now, fd: -1}
 	ex.cache = st
 	if e := cache.Lookup(st.req); e != nil {
 		switch e.Decide(ex.req.Header, now) {
@@ -121,6 +124,18 @@ func (c *conn) cacheLookup() bool {
 		st.leader = true
 	}
 	return false
+}
+
+// cacheKey is the key of the current request's URL. On a redirected
+// (transparent) connection the origin is the connection's destination, not
+// what Host names, so the destination is part of the key: a client cannot
+// store an answer from one address under another site's name.
+func (c *conn) cacheKey() string {
+	ex := c.ex
+	if c.orig.IsValid() && strings.HasPrefix(ex.req.Target, "/") {
+		return ex.t.url() + " @" + c.orig.String()
+	}
+	return ex.t.url()
 }
 
 // collapsible reports whether a miss may wait for another client's fetch
