@@ -74,7 +74,7 @@ func runBench(args []string) error {
 	fs.DurationVar(&b.dur, "dur", 3*time.Second, "duration of each timed run")
 	fs.IntVar(&b.idleN, "idle", 9000, "idle relayed connections for the memory figure")
 	fs.IntVar(&b.httpIdleN, "http-idle", 2000, "idle keep-alive clients and tunnels for the HTTP proxy memory figure")
-	figs := fs.String("figures", "bulk,pingpong,connrate,idle,size,tune,http,cache", "figures to take")
+	figs := fs.String("figures", "bulk,pingpong,connrate,idle,size,tune,http,cache,rate", "figures to take")
 	outPath := fs.String("out", "", "also write the markdown here")
 	fs.Parse(args)
 	b.only = map[string]bool{}
@@ -113,7 +113,7 @@ func runBench(args []string) error {
 		run  func() error
 	}{
 		{"bulk", b.bulk}, {"pingpong", b.pingpong}, {"connrate", b.connRate}, {"idle", b.idle}, {"size", b.size},
-		{"tune", b.tune}, {"http", b.httpFig}, {"cache", b.cacheFig},
+		{"tune", b.tune}, {"http", b.httpFig}, {"cache", b.cacheFig}, {"rate", b.rateFig},
 	} {
 		if b.only[fig.name] {
 			if err := fig.run(); err != nil {
