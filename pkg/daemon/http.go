@@ -78,6 +78,7 @@ func (d *Daemon) newHTTP(h config.HTTPProxy, cfg *config.Config, users *auth.Use
 		Pools:             d.pools,
 		Log:               d.log,
 		Rates:             d.rates,
+		Accounting:        d.acct,
 	}
 	if len(h.BlockURLs) > 0 {
 		u, err := filter.NewURLs(h.BlockURLs)

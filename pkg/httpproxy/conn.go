@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluice-proxy/sluice/pkg/accounting"
 	"github.com/sluice-proxy/sluice/pkg/acl"
 	"github.com/sluice-proxy/sluice/pkg/auth"
 	"github.com/sluice-proxy/sluice/pkg/endpoint"
@@ -59,8 +60,9 @@ type conn struct {
 	w0, w1, r0, r1 int
 	headStart      time.Duration // loop clock at the first byte of this head
 
-	ex *exchange
-	rl *ratelimit.User // the user whose connection limit this one counts in (rate.go)
+	ex   *exchange
+	acct *accounting.Record // the identity this connection counts for (account.go)
+	rl   *ratelimit.User    // the user whose connection limit this one counts in (rate.go)
 }
 
 // exchange is one request in flight.
@@ -84,7 +86,7 @@ type exchange struct {
 	bytesDn uint64
 
 	upR, upW bool
-	upHangup bool // like conn.cHangup, for the origin socket
+	upHangup bool   // like conn.cHangup, for the origin socket
 	upHead   []byte // request head not yet written upstream
 	reqBody  body
 
@@ -99,6 +101,7 @@ type exchange struct {
 	respDone, reqDone  bool
 	keepClient         bool
 	cache              *cacheState // the cache's part; nil when the request bypasses it
+	counted            bool        // the request counts for conn.acct (account.go)
 	rate               *exRate     // rate limits (rate.go); nil: none
 }
 
@@ -501,7 +504,7 @@ func (c *conn) verified(name string, ok bool) {
 // resolve finds the origin's addresses: numeric hosts in any spelling at
 // once, names in the blocking pool.
 func (c *conn) resolve() {
-	if !c.rateAdmit() {
+	if !c.account() || !c.rateAdmit() {
 		return
 	}
 	ex := c.ex
@@ -719,7 +722,8 @@ func (c *conn) runTunnel() {
 	c.loop.Cancel(&c.timer)
 	c.state = stClosed // the relay owns both fds from here
 	c.s.stats[c.loop.ID()].Tunnels++
-	tn := &tunnel{s: c.s, rec: c.record()} // an idle tunnel keeps only its log record
+	tn := &tunnel{s: c.s, rec: c.record(), acct: c.acct} // an idle tunnel keeps only its log record
+	c.acct = nil
 	relay.Start(c.loop, c.s.pools[c.loop.ID()], c.fd, ex.up, c.tunnelLimits(relay.Options{
 		IdleTimeout: c.s.cfg.TunnelIdleTimeout,
 		Done:        tn.done,
@@ -729,9 +733,10 @@ func (c *conn) runTunnel() {
 // tunnel is what a running CONNECT tunnel keeps besides its relay: its
 // access record. The client connection's state is dropped.
 type tunnel struct {
-	s   *Service
-	rec record
-	rl  *ratelimit.User // nil without a connection limit slot
+	s    *Service
+	rec  record
+	acct *accounting.Record // nil without accounting
+	rl   *ratelimit.User    // nil without a connection limit slot
 }
 
 func (tn *tunnel) done(r *relay.Relay, err error) {
@@ -741,6 +746,7 @@ func (tn *tunnel) done(r *relay.Relay, err error) {
 	st.BytesUp += r.BytesAB()
 	st.BytesDown += r.BytesBA()
 	tn.s.logRecord(r.Loop(), &tn.rec)
+	tn.account()
 	if tn.rl != nil {
 		tn.rl.Release()
 	}
@@ -1208,6 +1214,7 @@ func (c *conn) record() record {
 func (c *conn) logAccess() {
 	rec := c.record()
 	c.s.logRecord(c.loop, &rec)
+	c.accountRequest(&rec)
 }
 
 // logRecord counts a request and writes its access line.
@@ -1280,6 +1287,7 @@ func (c *conn) close(reset bool) {
 	c.loop.Cancel(&c.timer)
 	c.abortUp()
 	c.putIn()
+	c.closeAccount()
 	c.rateRelease()
 	if reset {
 		c.loop.CloseReset(c.fd)

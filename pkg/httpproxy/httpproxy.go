@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluice-proxy/sluice/pkg/accounting"
 	"github.com/sluice-proxy/sluice/pkg/acl"
 	"github.com/sluice-proxy/sluice/pkg/auth"
 	"github.com/sluice-proxy/sluice/pkg/endpoint"
@@ -134,6 +135,11 @@ type Config struct {
 	// Cache, if set, stores and serves GET responses (RFC 9111; see
 	// cache.go). It may be shared by several services.
 	Cache *httpcache.Cache
+	// Accounting, if set, counts every request, its body bytes and the
+	// connections and connected time of each identity (the user, or the
+	// client address), and refuses requests over quota with 403
+	// (account.go).
+	Accounting *accounting.Accounting
 }
 
 // Stats are a service's counters.
