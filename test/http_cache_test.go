@@ -553,3 +553,31 @@ func TestHTTPCacheFlagsAndBodies(t *testing.T) {
 		t.Errorf("origin asked %d times, want 2 (the GET with a body goes to the origin)", hits)
 	}
 }
+
+// TestConfigHTTPCacheErrors checks that bad cache options are reported
+// with their file and line.
+func TestConfigHTTPCacheErrors(t *testing.T) {
+	cfg := newDaemonConfig(t)
+	cfg.write(t, httpSection("web", "127.0.0.1:24170", "option cache_size 'lots'", "option cache_dir 'relative/dir'", "option cache_max_object '1T'"))
+	res := runSluice(t, "check", "-c", cfg.path)
+	if res.code == 0 {
+		t.Fatalf("check accepted a bad file:\n%s", res.stdout)
+	}
+	text, err := os.ReadFile(cfg.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(text), "\n")
+	for _, opt := range []string{"cache_size", "cache_dir", "cache_max_object"} {
+		line := 0
+		for i, l := range lines {
+			if strings.Contains(l, "option "+opt+" ") {
+				line = i + 1
+			}
+		}
+		want := fmt.Sprintf("sluice.conf:%d: http_proxy 'web': option '%s'", line, opt)
+		if !strings.Contains(res.stderr, want) {
+			t.Errorf("check output lacks %q:\n%s", want, res.stderr)
+		}
+	}
+}
