@@ -86,7 +86,7 @@ type exchange struct {
 	bytesDn uint64
 
 	upR, upW bool
-	upHangup bool   // like conn.cHangup, for the origin socket
+	upHangup bool // like conn.cHangup, for the origin socket
 	upHead   []byte // request head not yet written upstream
 	reqBody  body
 
@@ -100,9 +100,10 @@ type exchange struct {
 	respBody           body
 	respDone, reqDone  bool
 	keepClient         bool
+	spUp, spDown       bodySplice  // bodies spliced each way (splice.go)
+	rate               *exRate     // rate limits (rate.go); nil: none
 	cache              *cacheState // the cache's part; nil when the request bypasses it
 	counted            bool        // the request counts for conn.acct (account.go)
-	rate               *exRate     // rate limits (rate.go); nil: none
 }
 
 type upHandler struct{ c *conn }
@@ -722,12 +723,12 @@ func (c *conn) runTunnel() {
 	c.loop.Cancel(&c.timer)
 	c.state = stClosed // the relay owns both fds from here
 	c.s.stats[c.loop.ID()].Tunnels++
-	tn := &tunnel{s: c.s, rec: c.record(), acct: c.acct} // an idle tunnel keeps only its log record
+	tn := &tunnel{s: c.s, rec: c.record(), acct: tunnelAcct{rec: c.acct}} // an idle tunnel keeps only its log record
 	c.acct = nil
-	relay.Start(c.loop, c.s.pools[c.loop.ID()], c.fd, ex.up, c.tunnelLimits(relay.Options{
+	tn.track(relay.Start(c.loop, c.s.pools[c.loop.ID()], c.fd, ex.up, c.tunnelLimits(relay.Options{
 		IdleTimeout: c.s.cfg.TunnelIdleTimeout,
 		Done:        tn.done,
-	}, tn))
+	}, tn)))
 }
 
 // tunnel is what a running CONNECT tunnel keeps besides its relay: its
@@ -735,7 +736,7 @@ func (c *conn) runTunnel() {
 type tunnel struct {
 	s    *Service
 	rec  record
-	acct *accounting.Record // nil without accounting
+	acct tunnelAcct // its identity's counting (account.go)
 	rl   *ratelimit.User    // nil without a connection limit slot
 }
 
@@ -837,6 +838,12 @@ func (c *conn) moveUp() (bool, error) {
 			ex.reqDone = ex.reqBody.done
 			progress = true
 			continue
+		}
+		if handled, p, err := c.spliceUp(); handled || err != nil {
+			return progress || p, err
+		} else if p {
+			progress = true
+			continue // splice refused: copy
 		}
 		if !c.cReadable {
 			return progress, nil
@@ -963,6 +970,12 @@ func (c *conn) moveDown() (bool, error) {
 				progress = true
 				continue
 			}
+		}
+		if handled, p, err := c.spliceDown(); handled || err != nil {
+			return progress || p, err
+		} else if p {
+			progress = true
+			continue // splice refused: copy
 		}
 		if !ex.upR {
 			return progress, nil
@@ -1132,6 +1145,10 @@ func (c *conn) cHeadSpace() []byte {
 // abortUp closes the origin connection, if any, and gives back what the
 // exchange borrowed.
 func (c *conn) abortUp() {
+	if ex := c.ex; ex != nil {
+		ex.spUp.release()
+		ex.spDown.release()
+	}
 	c.rateStop()
 	c.cacheAbandon()
 	if ex := c.ex; ex != nil && ex.up >= 0 {
