@@ -282,23 +282,35 @@ func TestHTTPRateMaxConns(t *testing.T) {
 	}
 }
 
-// TestHTTPRateReload: a reload that changes a class's rate applies it.
+// TestHTTPRateReload: a reload that changes a class's rate applies it at
+// once, to a download already running too, and to the next ones.
 func TestHTTPRateReload(t *testing.T) {
 	o := startOrigin(t, false)
 	p, cfg := startRateProxy(t, 3, "443")
-	url := fmt.Sprintf("http://%s/bytes/%d", o.hostPort(), slowRate)
-	r := curlThrough(t, p.addr, "--proxy-user", "alice:pw", url)
-	if r.status != 200 || r.sha != sha(pattern(slowRate)) {
-		t.Fatalf("before reload: %d %v", r.status, r.err)
-	}
-	checkRate(t, "alice at 8mbit", r.took, slowRate, slowRate)
-
+	const size = 3 * slowRate
+	done := make(chan rateTransfer, 1)
+	go func() {
+		done <- curlThrough(t, p.addr, "--proxy-user", "alice:pw", fmt.Sprintf("http://%s/bytes/%d", o.hostPort(), size))
+	}()
+	time.Sleep(time.Second) // about slowRate bytes at 8mbit
 	cfg.write(t, rateConfig(t, p.addr, "443", "16mbit"))
 	p.signal(syscall.SIGHUP)
 	if _, err := p.waitLog(5*time.Second, "msg=reloaded", "problems=0"); err != nil {
 		t.Fatal(err)
 	}
-	url = fmt.Sprintf("http://%s/bytes/%d", o.hostPort(), 2*slowRate)
+	r := <-done
+	if r.status != 200 || r.sha != sha(pattern(size)) {
+		t.Fatalf("running download: %d %v", r.status, r.err)
+	}
+	// 1 s at 8mbit, the other 2 MB at 16mbit: 2 s; 3 s if the rate had
+	// stayed.
+	if want := 2 * time.Second; r.took < want*75/100 || r.took > want*125/100 {
+		t.Errorf("a download running over the reload took %v, want %v (3s without the new rate)", r.took, want)
+	} else {
+		t.Logf("a download running over the reload took %v (2s expected, 3s at the old rate)", r.took)
+	}
+
+	url := fmt.Sprintf("http://%s/bytes/%d", o.hostPort(), 2*slowRate)
 	r = curlThrough(t, p.addr, "--proxy-user", "alice:pw", url)
 	if r.status != 200 || r.sha != sha(pattern(2*slowRate)) {
 		t.Fatalf("after reload: %d %v", r.status, r.err)
