@@ -235,7 +235,7 @@ func TestHTTPRateUploadAndTunnel(t *testing.T) {
 // third connection, and a slot again once one closes.
 func TestHTTPRateMaxConns(t *testing.T) {
 	o := startOrigin(t, false)
-	p, _ := startRateProxy(t, 2, "443")
+	p, cfg := startRateProxy(t, 2, "443")
 	req := fmt.Sprintf("GET http://%s/bytes/10 HTTP/1.1\r\nHost: %s\r\nProxy-Authorization: Basic %s\r\n\r\n",
 		o.hostPort(), o.hostPort(), "Y2Fyb2w6cHc=") // carol:pw
 	open := func() (net.Conn, int) {
@@ -261,6 +261,26 @@ func TestHTTPRateMaxConns(t *testing.T) {
 	}
 	if _, err := p.waitLog(5*time.Second, "connection limit reached", "user=carol", "max_conns=2"); err != nil {
 		t.Error(err)
+	}
+	// sluice stats shows the limited users and carol's two connections.
+	rates, _ := daemonStats(t, cfg)["rates"].([]any)
+	got := map[string]map[string]any{}
+	for _, r := range rates {
+		m := r.(map[string]any)
+		got[m["user"].(string)] = m
+	}
+	if c := got["carol"]; c == nil || c["conns"] != 2.0 || c["max_conns"] != 2.0 {
+		t.Errorf("stats for carol: %v", c)
+	}
+	if a := got["alice"]; a == nil || a["rate_down"] != float64(slowRate) || a["rate_up"] != float64(upRate) {
+		t.Errorf("stats for alice: %v", a)
+	}
+	if len(got) != 5 || got["free"] != nil {
+		t.Errorf("stats list %d limited users, want alice, bob, carol, dave, tv: %v", len(got), rates)
+	}
+	if res := runSluice(t, "stats", "-c", cfg.path); !strings.Contains(res.stdout, "carol") ||
+		!strings.Contains(res.stdout, "2 of 2") || !strings.Contains(res.stdout, "8mbit") {
+		t.Errorf("sluice stats text:\n%s", res.stdout)
 	}
 	c1.Close()
 	// The proxy sees the close on its loop; allow it a moment.

@@ -281,6 +281,7 @@ func printStats(w io.Writer, st daemon.Stats) {
 			s.Active, s.Accepted, s.Refused, s.BytesUp, s.BytesDown)
 	}
 	tw.Flush()
+	printRates(w, st.Rates)
 }
 
 // sockBuf describes the tuner's socket buffer knob.

@@ -38,3 +38,22 @@ func rateText(r int64) string {
 	}
 	return ratelimit.FormatRate(r)
 }
+
+// RateStats is one limited user in `sluice stats`: the limits in force
+// (rates in bytes per second; 0: none) and the live connections.
+type RateStats struct {
+	User     string `json:"user"`
+	RateUp   int64  `json:"rate_up"`
+	RateDown int64  `json:"rate_down"`
+	MaxConns int    `json:"max_conns"`
+	Conns    int    `json:"conns"`
+}
+
+// rateStats lists the limited users.
+func (d *Daemon) rateStats() []RateStats {
+	var out []RateStats
+	for _, u := range d.rates.Snapshot() {
+		out = append(out, RateStats{User: u.Name, RateUp: u.Limits.Up, RateDown: u.Limits.Down, MaxConns: u.Limits.MaxConns, Conns: u.Conns})
+	}
+	return out
+}

@@ -35,6 +35,8 @@ type Stats struct {
 	// VsockCID is this machine's vsock context ID, when it has one (a VM
 	// guest, or a host with a vsock transport); 0 otherwise.
 	VsockCID uint32 `json:"vsock_cid,omitempty"`
+	// Rates are the users with rate or connection limits (rate.go).
+	Rates []RateStats `json:"rates,omitempty"`
 }
 
 // ServiceStats are one service's figures.
@@ -72,6 +74,7 @@ func (d *Daemon) Stats() Stats {
 		st.PipesInUse = d.budget.InUse()
 	}
 	d.tuningStats(&st)
+	st.Rates = d.rateStats()
 	if cid, err := endpoint.VsockLocalCID(); err == nil {
 		st.VsockCID = cid
 	}

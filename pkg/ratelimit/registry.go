@@ -1,6 +1,8 @@
 package ratelimit
 
 import (
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -128,4 +130,32 @@ func (r *Registry) Len() int {
 		return 0
 	}
 	return len(*r.users.Load())
+}
+
+// UserState is one limited user as Snapshot sees it.
+type UserState struct {
+	Name   string
+	Limits Limits
+	Conns  int // live connections
+}
+
+// Snapshot returns the limited users, sorted by name.
+func (r *Registry) Snapshot() []UserState {
+	if r == nil {
+		return nil
+	}
+	users := *r.users.Load()
+	out := make([]UserState, 0, len(users))
+	for name, u := range users {
+		st := UserState{Name: name, Conns: u.Conns(), Limits: Limits{MaxConns: u.MaxConns()}}
+		if b := u.Up(); b != nil {
+			st.Limits.Up = b.Rate()
+		}
+		if b := u.Down(); b != nil {
+			st.Limits.Down = b.Rate()
+		}
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b UserState) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }

@@ -45,13 +45,18 @@ func TestRegistryUpdate(t *testing.T) {
 	if alice.Conns() != 2 {
 		t.Fatalf("after Release: %d conns", alice.Conns())
 	}
+	snap := r.Snapshot()
+	if len(snap) != 2 || snap[0] != (UserState{Name: "alice", Limits: Limits{Up: 1000, Down: 4000, MaxConns: 3}, Conns: 2}) ||
+		snap[1] != (UserState{Name: "dave", Limits: Limits{Up: 10}}) {
+		t.Fatalf("Snapshot() = %+v", snap)
+	}
 	r.Update(map[string]Limits{"alice": {Down: 4000}})
 	if alice.Up() != nil || alice.MaxConns() != 0 {
 		t.Fatal("alice's up limit and connection limit should be gone")
 	}
 
 	var nilReg *Registry
-	if nilReg.User("alice") != nil || nilReg.Len() != 0 {
+	if nilReg.User("alice") != nil || nilReg.Len() != 0 || nilReg.Snapshot() != nil {
 		t.Fatal("a nil registry limits nobody")
 	}
 }
