@@ -221,35 +221,44 @@ func (c *Cache) readEntry(path string) (*Entry, time.Time, error) {
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	var hdr [len(diskMagic) + 4]byte
-	if _, err := io.ReadFull(f, hdr[:]); err != nil || string(hdr[:len(diskMagic)]) != diskMagic {
-		return nil, time.Time{}, fmt.Errorf("%w: bad header", ErrDamaged)
+	e, off, err := decodeHead(f, fi.Size())
+	if err != nil {
+		return nil, time.Time{}, err
 	}
-	n := binary.BigEndian.Uint32(hdr[len(diskMagic):])
-	if n > maxMeta {
-		return nil, time.Time{}, fmt.Errorf("%w: meta of %d bytes", ErrDamaged, n)
-	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(f, buf); err != nil {
-		return nil, time.Time{}, fmt.Errorf("%w: short meta", ErrDamaged)
-	}
-	var m diskMeta
-	if err := json.Unmarshal(buf, &m); err != nil {
-		return nil, time.Time{}, fmt.Errorf("%w: %v", ErrDamaged, err)
-	}
-	off := int64(len(hdr)) + int64(n)
-	if m.BodyLen < 0 || fi.Size() != off+m.BodyLen {
-		return nil, time.Time{}, fmt.Errorf("%w: %d bytes, want %d", ErrDamaged, fi.Size(), off+m.BodyLen)
-	}
-	if len(m.VaryNames) != len(m.VaryValues) {
-		return nil, time.Time{}, fmt.Errorf("%w: vary", ErrDamaged)
-	}
-	e := &Entry{URL: m.URL, Status: m.Status, Reason: m.Reason, Fields: m.Fields, RequestTime: m.RequestTime,
-		ResponseTime: m.ResponseTime, AgeValue: m.AgeValue, VaryNames: m.VaryNames, VaryValues: m.VaryValues, BodyLen: m.BodyLen}
 	if path != filepath.Join(c.cfg.Dir, fileName(e)) {
 		return nil, time.Time{}, fmt.Errorf("%w: name does not match its URL", ErrDamaged)
 	}
 	return c.diskEntry(e, path, off), fi.ModTime(), nil
+}
+
+// decodeHead reads a disk entry's head from r, a file of size bytes, and
+// returns the entry (without File) and where its body starts.
+func decodeHead(r io.Reader, size int64) (*Entry, int64, error) {
+	var hdr [len(diskMagic) + 4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil || string(hdr[:len(diskMagic)]) != diskMagic {
+		return nil, 0, fmt.Errorf("%w: bad header", ErrDamaged)
+	}
+	n := binary.BigEndian.Uint32(hdr[len(diskMagic):])
+	if n > maxMeta {
+		return nil, 0, fmt.Errorf("%w: meta of %d bytes", ErrDamaged, n)
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return nil, 0, fmt.Errorf("%w: short meta", ErrDamaged)
+	}
+	var m diskMeta
+	if err := json.Unmarshal(buf, &m); err != nil {
+		return nil, 0, fmt.Errorf("%w: %v", ErrDamaged, err)
+	}
+	off := int64(len(hdr)) + int64(n)
+	if m.BodyLen < 0 || m.BodyLen > size || size != off+m.BodyLen {
+		return nil, 0, fmt.Errorf("%w: %d bytes, want %d", ErrDamaged, size, off+m.BodyLen)
+	}
+	if len(m.VaryNames) != len(m.VaryValues) {
+		return nil, 0, fmt.Errorf("%w: vary", ErrDamaged)
+	}
+	return &Entry{URL: m.URL, Status: m.Status, Reason: m.Reason, Fields: m.Fields, RequestTime: m.RequestTime,
+		ResponseTime: m.ResponseTime, AgeValue: m.AgeValue, VaryNames: m.VaryNames, VaryValues: m.VaryValues, BodyLen: m.BodyLen}, off, nil
 }
 
 // OpenBody opens a disk entry's file for sending its body and checks its

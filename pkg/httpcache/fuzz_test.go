@@ -1,7 +1,9 @@
 package httpcache
 
 import (
+	"bytes"
 	"testing"
+	"time"
 )
 
 // FuzzParseDirectives checks that any Cache-Control value parses without
@@ -17,5 +19,55 @@ func FuzzParseDirectives(f *testing.F) {
 				t.Fatalf("%q: delta %d out of range", v, n)
 			}
 		}
+	})
+}
+
+// FuzzAnalyze feeds arbitrary freshness fields to Analyze and Decide: no
+// panic, no negative lifetime, and a stored entry that Decide serves is
+// fresh or allowed stale by the request.
+func FuzzAnalyze(f *testing.F) {
+	f.Add("max-age=60", "Sun, 22 Nov 2026 08:00:00 GMT", "", "", "0", "", "max-stale=5")
+	f.Add("no-cache", "", "Thu, 01 Jan 1970 00:00:00 GMT", "Sun, 01 Nov 2026 00:00:00 GMT", "", "Accept, *", "")
+	f.Add("s-maxage=1, public", "garbage", "-1", "Sun, 01 Nov 2026 00:00:00 GMT", "99999999999999999999", "", "no-cache")
+	f.Fuzz(func(t *testing.T, cc, date, expires, lastMod, age, vary, reqCC string) {
+		var h []string
+		for _, kv := range [][2]string{{"Cache-Control", cc}, {"Date", date}, {"Expires", expires}, {"Last-Modified", lastMod}, {"Age", age}, {"Vary", vary}, {"ETag", `"e"`}} {
+			if kv[1] != "" {
+				h = append(h, kv[0]+": "+kv[1])
+			}
+		}
+		e, _ := Analyze(Request{Method: "GET", URL: "u"}, 200, "OK", hdr(h...), t0, t0)
+		if e == nil {
+			return
+		}
+		if e.Lifetime() < 0 {
+			t.Fatalf("negative lifetime %v", e.Lifetime())
+		}
+		req := hdr("Cache-Control: " + reqCC)
+		if e.Decide(req, t0.Add(time.Second)) == Serve {
+			rcc := ParseDirectives(reqCC)
+			if e.Age(t0.Add(time.Second)) >= e.Lifetime() && rcc.MaxStale < 0 {
+				t.Fatalf("stale entry served without max-stale")
+			}
+		}
+	})
+}
+
+// FuzzDecodeHead checks that any bytes in a cache file are either a
+// consistent entry or rejected, never a panic.
+func FuzzDecodeHead(f *testing.F) {
+	f.Add([]byte(diskMagic + "\x00\x00\x00\x02{}"))
+	f.Add([]byte("SLCACHE1\x00\x00\x00\x10{\"BodyLen\":3}xyz"))
+	f.Add([]byte("SLCACHE1\x00\x00\x00\x2a{\"VaryNames\":[\"a\"],\"VaryValues\":[\"b\"]}"))
+	f.Add([]byte("not a cache file"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		e, off, err := decodeHead(bytes.NewReader(b), int64(len(b)))
+		if err != nil {
+			return
+		}
+		if off+e.BodyLen != int64(len(b)) || len(e.VaryNames) != len(e.VaryValues) {
+			t.Fatalf("inconsistent entry: %d+%d bytes from a %d-byte file", off, e.BodyLen, len(b))
+		}
+		e.derive() // what indexing does next
 	})
 }

@@ -107,6 +107,11 @@ func (c *conn) cacheLookup() bool {
 			}
 		}
 	}
+	if httpcache.ParseCacheControl(ex.req.Header).OnlyIfCached {
+		// RFC 9111 section 5.2.1.7: nothing usable is stored.
+		c.fail(504, "not in the cache (only-if-cached)")
+		return true
+	}
 	if m == "GET" && collapsible(ex.req.Header) {
 		ex := c.ex
 		if !cache.Join(st.req.URL, func() {
@@ -266,7 +271,7 @@ func (c *conn) hitHead(b []byte, e *httpcache.Entry, now time.Time, notModified 
 		b = append(b, "\r\n"...)
 	}
 	b = append(b, "Age: "...)
-	b = strconv.AppendInt(b, int64(e.Age(now)/time.Second), 10)
+	b = strconv.AppendInt(b, int64(max(0, e.Age(now)/time.Second)), 10)
 	b = append(b, "\r\nVia: "+viaValue+"\r\n"...)
 	if !c.ex.keepClient {
 		b = append(b, "Connection: close\r\n"...)
