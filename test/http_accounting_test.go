@@ -126,6 +126,56 @@ func tunnelThrough(t testing.TB, proxy, user, target string, req []byte) []byte 
 	return got
 }
 
+// countingConn counts the bytes read from a connection.
+type countingConn struct {
+	net.Conn
+	n int
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.n += n
+	return n, err
+}
+
+// liveTunnel opens a CONNECT tunnel as user to the origin and makes one
+// keep-alive request of n bytes through it, leaving the tunnel open. It
+// returns the tunnel and the bytes sent and received through it.
+func liveTunnel(t testing.TB, proxy, user string, o *origin, n int) (c net.Conn, up, down int) {
+	t.Helper()
+	raw, err := net.DialTimeout("tcp", proxy, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	cc := &countingConn{Conn: raw}
+	_ = cc.SetDeadline(time.Now().Add(10 * time.Second))
+	cred := base64.StdEncoding.EncodeToString([]byte(user + ":pw"))
+	fmt.Fprintf(cc, "CONNECT %s HTTP/1.1\r\nHost: %s\r\nProxy-Authorization: Basic %s\r\n\r\n", o.hostPort(), o.hostPort(), cred)
+	br := bufio.NewReader(cc)
+	resp, err := http.ReadResponse(br, &http.Request{Method: "CONNECT"})
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("CONNECT as %s: %v %v", user, resp, err)
+	}
+	cc.n = br.Buffered() // nothing but the 200 head came yet
+	req := fmt.Sprintf("GET /bytes/%d HTTP/1.1\r\nHost: %s\r\n\r\n", n, o.hostPort())
+	if _, err := io.WriteString(cc, req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || !bytes.Equal(body, pattern(n)) {
+		t.Fatalf("through the tunnel: %d bytes, %v", len(body), err)
+	}
+	if br.Buffered() != 0 {
+		t.Fatalf("%d bytes past the response", br.Buffered())
+	}
+	return cc, len(req), cc.n
+}
+
 // waitAcct polls `accounting show` until ok accepts the entries (5 s).
 func waitAcct(t testing.TB, cfg *daemonConfig, what string, ok func(map[string]acctEntry) bool) map[string]acctEntry {
 	t.Helper()
@@ -234,6 +284,21 @@ func TestHTTPAccounting(t *testing.T) {
 		t.Errorf("after the tunnel: %d up, %d down; want %d and %d", a.BytesUp, a.BytesDown, wantUp+uint64(len(req)), wantDown+uint64(len(got)))
 	}
 
+	// A tunnel still open: its bytes so far are in the counts (show syncs
+	// the live tunnels), and the request is counted when it ends.
+	tc, tUp, tDown := liveTunnel(t, authAddr, "alice", o, 25000)
+	wantUp += uint64(len(req))
+	wantDown += uint64(len(got))
+	m = acctShow(t, cfg)
+	if a := m["alice"]; a.BytesUp != wantUp+uint64(tUp) || a.BytesDown != wantDown+uint64(tDown) || a.Requests != 4 {
+		t.Errorf("with a live tunnel: %+v, want %d up, %d down, 4 requests", a, wantUp+uint64(tUp), wantDown+uint64(tDown))
+	}
+	tc.Close()
+	m = waitAcct(t, cfg, "the tunnel's end", func(m map[string]acctEntry) bool { return m["alice"].Requests == 5 })
+	if a := m["alice"]; a.BytesUp != wantUp+uint64(tUp) || a.BytesDown != wantDown+uint64(tDown) {
+		t.Errorf("after the live tunnel ended: %+v, want %d up and %d down (nothing twice)", a, wantUp+uint64(tUp), wantDown+uint64(tDown))
+	}
+
 	// Connected time: a keep-alive connection held for 2 s.
 	c, err := net.Dial("tcp", authAddr)
 	if err != nil {
@@ -322,13 +387,14 @@ func TestHTTPAccounting(t *testing.T) {
 		t.Errorf("bob after reset: %d, want 200", status)
 	}
 	m = waitAcct(t, cfg, "bob after reset", func(m map[string]acctEntry) bool { return m["bob"].Requests == 1 })
-	if m["bob"].BytesDown != 10 || m["alice"].Requests != 5 {
+	if m["bob"].BytesDown != 10 || m["alice"].Requests != 6 {
 		t.Errorf("after reset: bob %+v, alice %+v", m["bob"], m["alice"])
 	}
 }
 
 // TestHTTPAccountingPersistence: with a 1 s interval, kill -9 loses at
-// most what the last interval counted; SIGTERM loses nothing.
+// most what the last interval counted (live tunnels included); SIGTERM
+// loses nothing.
 func TestHTTPAccountingPersistence(t *testing.T) {
 	o := startOrigin(t, false)
 	cfg, _, authAddr, _ := acctDaemon(t, "1s")
@@ -339,6 +405,9 @@ func TestHTTPAccountingPersistence(t *testing.T) {
 		}
 	}
 	waitAcct(t, cfg, "three requests", func(m map[string]acctEntry) bool { return m["alice"].Requests == 3 })
+	// A tunnel that is still open when sluice dies: what it moved up to
+	// the last flush is kept.
+	_, tUp, tDown := liveTunnel(t, authAddr, "alice", o, 20000)
 	time.Sleep(2500 * time.Millisecond) // two intervals
 	if err := syscall.Kill(p.pid(), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -347,8 +416,8 @@ func TestHTTPAccountingPersistence(t *testing.T) {
 
 	p = startSluice(t, "run", "-c", cfg.path)
 	m := acctShow(t, cfg)
-	if a := m["alice"]; a.Requests != 3 || a.BytesDown != 3000 {
-		t.Fatalf("after kill -9 and restart: %+v, want 3 requests and 3000 bytes down", a)
+	if a := m["alice"]; a.Requests != 3 || a.BytesDown != 3000+uint64(tDown) || a.BytesUp != uint64(tUp) {
+		t.Fatalf("after kill -9 and restart: %+v, want 3 requests, %d bytes down and %d up", a, 3000+tDown, tUp)
 	}
 
 	// SIGTERM: one more request, counted within the interval, survives.
@@ -360,8 +429,8 @@ func TestHTTPAccountingPersistence(t *testing.T) {
 		t.Fatalf("SIGTERM: exit %d %v", code, err)
 	}
 	startSluice(t, "run", "-c", cfg.path)
-	if a := acctShow(t, cfg)["alice"]; a.Requests != 4 || a.BytesDown != 3500 {
-		t.Fatalf("after SIGTERM and restart: %+v, want 4 requests and 3500 bytes down", a)
+	if a := acctShow(t, cfg)["alice"]; a.Requests != 4 || a.BytesDown != 3500+uint64(tDown) {
+		t.Fatalf("after SIGTERM and restart: %+v, want 4 requests and %d bytes down", a, 3500+tDown)
 	}
 }
 

@@ -13,6 +13,7 @@
 package accounting
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -86,6 +87,57 @@ type Accounting struct {
 	timer   *time.Timer
 	closed  bool
 	online  atomic.Int64 // records with a live connection
+
+	srcMu   sync.Mutex
+	sources map[Source]struct{}
+}
+
+// Source has counts that live connections have not added yet (the bytes
+// of a long tunnel, added otherwise when it ends). The Accounting asks
+// every source to add them before each flush and snapshot.
+type Source interface {
+	// Sync adds what the source's connections moved since the last
+	// call, returning when done or when ctx is.
+	Sync(ctx context.Context)
+}
+
+// syncTimeout bounds how long a flush or snapshot waits for sources.
+const syncTimeout = 2 * time.Second
+
+// AddSource registers s until RemoveSource.
+func (a *Accounting) AddSource(s Source) {
+	a.srcMu.Lock()
+	defer a.srcMu.Unlock()
+	if a.sources == nil {
+		a.sources = make(map[Source]struct{})
+	}
+	a.sources[s] = struct{}{}
+}
+
+// RemoveSource unregisters s.
+func (a *Accounting) RemoveSource(s Source) {
+	a.srcMu.Lock()
+	defer a.srcMu.Unlock()
+	delete(a.sources, s)
+}
+
+// sync asks every source for its counts (outside srcMu: a source may add
+// or remove itself meanwhile).
+func (a *Accounting) sync() {
+	a.srcMu.Lock()
+	srcs := make([]Source, 0, len(a.sources))
+	for s := range a.sources {
+		srcs = append(srcs, s)
+	}
+	a.srcMu.Unlock()
+	if len(srcs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
+	defer cancel()
+	for _, s := range srcs {
+		s.Sync(ctx)
+	}
 }
 
 // New returns an Accounting with the counters saved in cfg.Dir, if any. A
@@ -245,6 +297,7 @@ func (a *Accounting) Flush() error {
 	}
 	a.flushMu.Lock()
 	defer a.flushMu.Unlock()
+	a.sync()
 	if !a.dirty.Swap(false) && a.online.Load() == 0 {
 		return nil
 	}
@@ -524,6 +577,7 @@ func (a *Accounting) Snapshot(key string) []Entry {
 	if ip, err := netip.ParseAddr(key); err == nil {
 		key = Key("", ip)
 	}
+	a.sync()
 	now := a.cfg.Now()
 	quotas := *a.quotas.Load()
 	a.mu.RLock()

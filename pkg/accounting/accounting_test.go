@@ -1,6 +1,7 @@
 package accounting
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"os"
@@ -574,5 +575,44 @@ func TestVerify(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, FileName)); err != nil {
 		t.Errorf("Verify moved the file: %v", err)
+	}
+}
+
+// fakeSource adds a fixed count to a record on every sync, like a live
+// tunnel that keeps moving bytes.
+type fakeSource struct {
+	r     *Record
+	now   func() time.Time
+	syncs int
+}
+
+func (s *fakeSource) Sync(ctx context.Context) {
+	s.syncs++
+	s.r.Add(0, 10, 100, s.now())
+}
+
+func TestSourcesSyncBeforeFlushAndSnapshot(t *testing.T) {
+	c := &clock{t: time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)}
+	dir := t.TempDir()
+	a := newTest(t, c, dir)
+	src := &fakeSource{r: a.Record("tunneller"), now: c.now}
+	a.AddSource(src)
+	if e := a.Snapshot("tunneller"); len(e) != 1 || e[0].BytesDown != 100 {
+		t.Fatalf("snapshot did not sync the source: %+v", e)
+	}
+	if err := a.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(Config{Dir: dir, Now: c.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := b.Snapshot("tunneller"); len(e) != 1 || e[0].BytesDown != 200 || e[0].BytesUp != 20 {
+		t.Fatalf("file after a flush with a source: %+v, want 20 up and 200 down", e)
+	}
+	a.RemoveSource(src)
+	a.Snapshot("")
+	if src.syncs != 2 {
+		t.Errorf("a removed source was synced: %d syncs, want 2", src.syncs)
 	}
 }

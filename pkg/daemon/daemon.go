@@ -458,8 +458,8 @@ func (d *Daemon) Shutdown(reason string, cut <-chan os.Signal) {
 	wg.Wait()
 	d.stopTuning()
 	d.ctl.Close()
+	d.closeAccounting() // while the loops run: tunnels still open add their bytes
 	d.r.Stop()
-	d.closeAccounting()
 	var total forward.Stats
 	for _, s := range all {
 		st := s.fwd.Stats()

@@ -86,7 +86,7 @@ type exchange struct {
 	bytesDn uint64
 
 	upR, upW bool
-	upHangup bool // like conn.cHangup, for the origin socket
+	upHangup bool   // like conn.cHangup, for the origin socket
 	upHead   []byte // request head not yet written upstream
 	reqBody  body
 
@@ -736,8 +736,8 @@ func (c *conn) runTunnel() {
 type tunnel struct {
 	s    *Service
 	rec  record
-	acct tunnelAcct // its identity's counting (account.go)
-	rl   *ratelimit.User    // nil without a connection limit slot
+	acct tunnelAcct      // its identity's counting (account.go)
+	rl   *ratelimit.User // nil without a connection limit slot
 }
 
 func (tn *tunnel) done(r *relay.Relay, err error) {

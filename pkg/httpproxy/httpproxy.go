@@ -150,6 +150,10 @@ type Stats struct {
 	Errors    uint64 // requests answered by sluice with an error status
 	BytesUp   uint64 // request bodies and tunnel bytes, client to origin
 	BytesDown uint64 // response bodies and tunnel bytes, origin to client
+	// Cache: requests answered from stored bodies (after a 304 too),
+	// revalidations answered 304, and GET or HEAD requests whose answer
+	// came from the origin.
+	CacheHits, CacheRevalidated, CacheMisses uint64
 }
 
 func (s *Stats) add(o Stats) {
@@ -159,6 +163,9 @@ func (s *Stats) add(o Stats) {
 	s.Errors += o.Errors
 	s.BytesUp += o.BytesUp
 	s.BytesDown += o.BytesDown
+	s.CacheHits += o.CacheHits
+	s.CacheRevalidated += o.CacheRevalidated
+	s.CacheMisses += o.CacheMisses
 }
 
 // Service is a running HTTP proxy.
@@ -175,6 +182,7 @@ type Service struct {
 	active  atomic.Int64
 	idle    chan struct{}
 	lns     *endpoint.Group
+	tunnels liveTunnels // tunnels that count for an identity (account.go)
 	// port is the listeners' port: with TProxy, a connection to another
 	// local port was diverted.
 	port atomic.Int32
