@@ -45,6 +45,7 @@ Run 'sluice <command> --help' for the flags of a command.
 var errUsage = errors.New("usage")
 
 func main() {
+	frugalGC()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
