@@ -312,6 +312,21 @@ func TestHTTPCacheUnsafeInvalidates(t *testing.T) {
 	if hits, _ := o.counts("doc"); hits != 2 {
 		t.Errorf("after the POST: origin asked %d times for GET, want 2", hits)
 	}
+	// sluice stats: 1 hit, 2 misses (the POST is not a cacheable
+	// request), 1 entry.
+	st := daemonStats(t, cfg)
+	var cache map[string]any
+	for _, sv := range st["services"].([]any) {
+		if m := sv.(map[string]any); m["type"] == "http_proxy" {
+			cache, _ = m["cache"].(map[string]any)
+		}
+	}
+	if cache == nil || cache["hits"] != 1.0 || cache["misses"] != 2.0 || cache["mem_entries"] != 1.0 || cache["mem_bytes"].(float64) < 1000 {
+		t.Errorf("cache stats: %v", cache)
+	}
+	if res := runSluice(t, "stats", "-c", cfg.path); !strings.Contains(res.stdout, "cache web: 1 hits, 0 revalidated, 2 misses; memory 1 entries") {
+		t.Errorf("sluice stats lacks the cache line:\n%s", res.stdout)
+	}
 }
 
 // TestHTTPCacheLRU fills a 64 KiB cache with 20 KB objects: the least

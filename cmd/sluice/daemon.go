@@ -281,6 +281,12 @@ func printStats(w io.Writer, st daemon.Stats) {
 			s.Active, s.Accepted, s.Refused, s.BytesUp, s.BytesDown)
 	}
 	tw.Flush()
+	for _, s := range st.Services {
+		if c := s.Cache; c != nil {
+			fmt.Fprintf(w, "cache %s: %d hits, %d revalidated, %d misses; memory %d entries %d bytes, disk %d entries %d bytes, %d evicted\n",
+				s.Name, c.Hits, c.Revalidated, c.Misses, c.MemEntries, c.MemBytes, c.DiskEntries, c.DiskBytes, c.Evicted)
+		}
+	}
 	printRates(w, st.Rates)
 }
 

@@ -257,6 +257,10 @@ func (d *Daemon) httpStats(ctx context.Context) []ServiceStats {
 		if hs, err := s.svc.Snapshot(ctx); err == nil {
 			ss.Accepted, ss.Relayed, ss.Refused = hs.Accepted, hs.Requests, hs.Errors
 			ss.BytesUp, ss.BytesDown = hs.BytesUp, hs.BytesDown
+			if cs, ok := s.svc.CacheStats(); ok {
+				ss.Cache = &CacheStats{Hits: hs.CacheHits, Revalidated: hs.CacheRevalidated, Misses: hs.CacheMisses,
+					MemEntries: cs.MemEntries, MemBytes: cs.MemBytes, DiskEntries: cs.DiskEntries, DiskBytes: cs.DiskBytes, Evicted: cs.Evicted}
+			}
 		}
 		out = append(out, ss)
 	}

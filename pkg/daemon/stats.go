@@ -53,6 +53,20 @@ type ServiceStats struct {
 	Relayed   uint64   `json:"relayed"`
 	BytesUp   uint64   `json:"bytes_up"`
 	BytesDown uint64   `json:"bytes_down"`
+	// Cache is an http_proxy's cache, nil without one.
+	Cache *CacheStats `json:"cache,omitempty"`
+}
+
+// CacheStats are an HTTP cache's figures.
+type CacheStats struct {
+	Hits        uint64 `json:"hits"`
+	Revalidated uint64 `json:"revalidated"` // 304s from the origin
+	Misses      uint64 `json:"misses"`
+	MemEntries  int    `json:"mem_entries"`
+	MemBytes    int64  `json:"mem_bytes"`
+	DiskEntries int    `json:"disk_entries"`
+	DiskBytes   int64  `json:"disk_bytes"`
+	Evicted     uint64 `json:"evicted"`
 }
 
 // Stats collects the daemon's figures while it runs.

@@ -59,6 +59,14 @@ type cacheState struct {
 	opening bool // the disk file is being opened in the pool
 }
 
+// CacheStats returns the figures of the service's cache, if it has one.
+func (s *Service) CacheStats() (httpcache.Stats, bool) {
+	if s.cfg.Cache == nil {
+		return httpcache.Stats{}, false
+	}
+	return s.cfg.Cache.Stats(), true
+}
+
 // unsafeMethod are the methods whose success invalidates stored responses
 // of their URL (RFC 9111 section 4.4).
 func unsafeMethod(m string) bool {
@@ -194,6 +202,7 @@ func (c *conn) serveEntry(e *httpcache.Entry, now time.Time) bool {
 			return true
 		}
 	}
+	c.s.stats[c.loop.ID()].CacheHits++
 	st.entry = e
 	ex.keepClient = !ex.req.Close && ex.req.Version == 1 && !c.cEOF
 	notModified := e.NotModified(ex.req.Header)
@@ -368,6 +377,7 @@ func (c *conn) cacheResponse(resp *httpmsg.Response) bool {
 	}
 	now := time.Now()
 	if st.reval && resp.Status == 304 {
+		c.s.stats[c.loop.ID()].CacheRevalidated++
 		e := st.entry.Updated(resp.Header, st.reqTime, now)
 		if e.Body != nil {
 			cache.Put(e)
@@ -390,6 +400,7 @@ func (c *conn) cacheResponse(resp *httpmsg.Response) bool {
 		return true
 	}
 	st.reval = false
+	c.s.stats[c.loop.ID()].CacheMisses++
 	if words := c.s.cfg.BodyWords; words != nil {
 		ct, _ := resp.Header.Get("Content-Type")
 		ce, _ := resp.Header.Get("Content-Encoding")
