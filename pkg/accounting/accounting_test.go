@@ -616,3 +616,23 @@ func TestSourcesSyncBeforeFlushAndSnapshot(t *testing.T) {
 		t.Errorf("a removed source was synced: %d syncs, want 2", src.syncs)
 	}
 }
+
+// BenchmarkRequest is what one request costs the proxy: quota check and
+// add, on a user with a quota.
+func BenchmarkRequest(b *testing.B) {
+	a, err := New(Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	a.SetQuotas(map[string]Quota{"u": {Period: Day, Bytes: 1 << 50}})
+	r := a.Record("u")
+	now := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if r.Check(now) != nil {
+				b.Fatal("over quota")
+			}
+			r.Add(1, 100, 1000, now)
+		}
+	})
+}
