@@ -194,14 +194,18 @@ func waitAcct(t testing.TB, cfg *daemonConfig, what string, ok func(map[string]a
 
 // acctConfig writes a config with users alice (no quota) and bob (100K a
 // day, through class 'small'), a proxy with auth and one without.
-func acctConfig(t testing.TB, cfg *daemonConfig, authAddr, openAddr string) {
+// The hash is made once per test: a new salt would be a change of users
+// to a reload.
+func acctConfig(t testing.TB, cfg *daemonConfig, authAddr, openAddr string, hash []byte) {
 	t.Helper()
-	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
+	acctConfigQuota(t, cfg, authAddr, openAddr, hash, "100K")
+}
+
+// acctConfigQuota is acctConfig with the class's quota_bytes.
+func acctConfigQuota(t testing.TB, cfg *daemonConfig, authAddr, openAddr string, hash []byte, quota string) {
+	t.Helper()
 	cfg.write(t, fmt.Sprintf(`config class 'small'
-	option quota_bytes '100K'
+	option quota_bytes '%s'
 	option quota_period 'day'
 
 config user 'alice'
@@ -211,23 +215,31 @@ config user 'bob'
 	option password '%s'
 	option class 'small'
 
-`, hash, hash)+
+`, quota, hash, hash)+
 		httpSection("auth", authAddr, "option auth '1'", "list connect_port '*'")+
 		httpSection("open", openAddr))
 }
 
-func acctDaemon(t testing.TB, interval string) (*daemonConfig, string, string, string) {
+// acctDaemon writes the config of acctConfig with the given flush interval
+// and returns it, the accounting directory, the two proxies' addresses and
+// a func that rewrites the config with another quota for class 'small'.
+func acctDaemon(t testing.TB, interval string) (cfg *daemonConfig, dir, authAddr, openAddr string, reconfigure func(quota string)) {
 	t.Helper()
-	cfg := newDaemonConfig(t)
-	dir := filepath.Join(cfg.dir, "acct") // daemonConfig's accounting_dir
+	cfg = newDaemonConfig(t)
+	dir = filepath.Join(cfg.dir, "acct") // daemonConfig's accounting_dir
 	cfg.global = fmt.Sprintf("\toption accounting_interval '%s'\n", interval)
-	authAddr := fmt.Sprintf("127.0.0.1:%d", acctPort(t))
-	openAddr := fmt.Sprintf("127.0.0.1:%d", acctPort(t))
+	authAddr = fmt.Sprintf("127.0.0.1:%d", acctPort(t))
+	openAddr = fmt.Sprintf("127.0.0.1:%d", acctPort(t))
 	for openAddr == authAddr {
 		openAddr = fmt.Sprintf("127.0.0.1:%d", acctPort(t))
 	}
-	acctConfig(t, cfg, authAddr, openAddr)
-	return cfg, dir, authAddr, openAddr
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acctConfig(t, cfg, authAddr, openAddr, hash)
+	reconfigure = func(quota string) { acctConfigQuota(t, cfg, authAddr, openAddr, hash, quota) }
+	return cfg, dir, authAddr, openAddr, reconfigure
 }
 
 // TestHTTPAccounting checks the counts against what curl moved, tunnels,
@@ -235,7 +247,7 @@ func acctDaemon(t testing.TB, interval string) (*daemonConfig, string, string, s
 // table output, and that SIGHUP writes the file.
 func TestHTTPAccounting(t *testing.T) {
 	o := startOrigin(t, false)
-	cfg, dir, authAddr, openAddr := acctDaemon(t, "1h")
+	cfg, dir, authAddr, openAddr, reconfigure := acctDaemon(t, "1h")
 	p := startSluice(t, "run", "-c", cfg.path)
 	base := "http://" + o.hostPort()
 
@@ -379,6 +391,28 @@ func TestHTTPAccounting(t *testing.T) {
 		t.Fatalf("after SIGHUP the file has %q (%v)", data, err)
 	}
 
+	// A reload that raises the class's quota lets bob through at once, and
+	// keeps the proxy running (no replacement for a quota change).
+	reconfigure("1M")
+	p.signal(syscall.SIGHUP)
+	if _, err := p.waitLog(5*time.Second, "msg=reloaded", "problems=0"); err != nil {
+		t.Fatal(err)
+	}
+	if status, _, _, _ := curlMoved(t, authAddr, "--proxy-user", "bob:pw", base+"/bytes/10"); status != 200 {
+		t.Errorf("bob after the quota was raised to 1M: %d, want 200", status)
+	}
+	if l := p.stderr.matching("http_proxy replaced or removed"); len(l) != 0 {
+		t.Errorf("a quota change replaced the proxy: %q", l)
+	}
+	reconfigure("100K")
+	p.signal(syscall.SIGHUP)
+	if _, err := p.waitLog(5*time.Second, "msg=reloaded"); err != nil {
+		t.Fatal(err)
+	}
+	if status, _, _, _ := curlMoved(t, authAddr, "--proxy-user", "bob:pw", base+"/bytes/10"); status != 403 {
+		t.Errorf("bob after the quota went back to 100K: %d, want 403", status)
+	}
+
 	// Reset gives bob his quota back.
 	if res := runSluice(t, "accounting", "reset", "bob", "-c", cfg.path); res.code != 0 {
 		t.Fatalf("reset bob: exit %d %s", res.code, res.stderr)
@@ -397,7 +431,7 @@ func TestHTTPAccounting(t *testing.T) {
 // loses nothing.
 func TestHTTPAccountingPersistence(t *testing.T) {
 	o := startOrigin(t, false)
-	cfg, _, authAddr, _ := acctDaemon(t, "1s")
+	cfg, _, authAddr, _, _ := acctDaemon(t, "1s")
 	p := startSluice(t, "run", "-c", cfg.path)
 	for range 3 {
 		if status, _, _, _ := curlMoved(t, authAddr, "--proxy-user", "alice:pw", "http://"+o.hostPort()+"/bytes/1000"); status != 200 {
@@ -439,7 +473,7 @@ func TestHTTPAccountingPersistence(t *testing.T) {
 // is never silently overwritten.
 func TestHTTPAccountingCorruptFile(t *testing.T) {
 	o := startOrigin(t, false)
-	cfg, dir, authAddr, _ := acctDaemon(t, "1h")
+	cfg, dir, authAddr, _, _ := acctDaemon(t, "1h")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"strings"
 	"time"
 
@@ -138,4 +139,20 @@ func (d *Daemon) handleAccounting(cmd string) control.Response {
 		return control.Response{OK: true}
 	}
 	return control.Response{Errors: []string{"want: accounting show [USER] or accounting reset USER"}}
+}
+
+// sameUsers reports whether a and b are the same users, quotas aside: a
+// quota change applies through setQuotas and needs no new proxy.
+func sameUsers(a, b []config.User) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		x.Quota, y.Quota = config.Quota{}, config.Quota{}
+		if !reflect.DeepEqual(x, y) {
+			return false
+		}
+	}
+	return true
 }

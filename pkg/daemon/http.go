@@ -193,7 +193,7 @@ func (d *Daemon) reloadHTTP(cfg *config.Config) error {
 	var start []config.HTTPProxy
 	for _, h := range cfg.HTTPProxies {
 		s, ok := old[httpKey(h)]
-		if ok && sameHTTP(s.cfg, h) && (!h.Auth || reflect.DeepEqual(s.users, cfg.Users)) {
+		if ok && sameHTTP(s.cfg, h) && (!h.Auth || sameUsers(s.users, cfg.Users)) {
 			delete(old, s.key)
 			next[s.key] = s
 			continue
