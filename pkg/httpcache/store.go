@@ -14,6 +14,8 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+
+	"github.com/sluice-proxy/sluice/pkg/httpmsg"
 )
 
 // Defaults for the zero values of Config.
@@ -139,20 +141,33 @@ func (c *Cache) HasDisk() bool { return c.cfg.Dir != "" }
 func (c *Cache) Lookup(r Request) *Entry {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e := find(c.memURL[r.URL], r); e != nil {
-		c.mem.touch(e)
-		return e
-	}
-	if e := find(c.diskURL[r.URL], r); e != nil {
-		c.disk.touch(e)
-		return e
+	return c.touch(find(c.memURL[r.URL], r.Header), find(c.diskURL[r.URL], r.Header))
+}
+
+// LookupKey is Lookup for a URL given as bytes (a hit allocates nothing).
+func (c *Cache) LookupKey(url []byte, h httpmsg.Header) *Entry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.touch(find(c.memURL[string(url)], h), find(c.diskURL[string(url)], h))
+}
+
+// touch marks the memory entry mem, else the disk entry disk, used and
+// returns it.
+func (c *Cache) touch(mem, disk *Entry) *Entry {
+	switch {
+	case mem != nil:
+		c.mem.touch(mem)
+		return mem
+	case disk != nil:
+		c.disk.touch(disk)
+		return disk
 	}
 	return nil
 }
 
-func find(vs []*Entry, r Request) *Entry {
+func find(vs []*Entry, h httpmsg.Header) *Entry {
 	for _, e := range vs {
-		if e.Matches(r.Header) {
+		if e.Matches(h) {
 			return e
 		}
 	}

@@ -67,6 +67,10 @@ func (s *Service) CacheStats() (httpcache.Stats, bool) {
 	return s.cfg.Cache.Stats(), true
 }
 
+// storing reports whether the response body is being copied aside for
+// the cache (so it must pass through user space); st may be nil.
+func (st *cacheState) storing() bool { return st != nil && st.fill != nil }
+
 // unsafeMethod are the methods whose success invalidates stored responses
 // of their URL (RFC 9111 section 4.4).
 func unsafeMethod(m string) bool {
@@ -88,7 +92,7 @@ func (c *conn) cacheLookup() bool {
 	}
 	m := ex.req.Method
 	if unsafeMethod(m) {
-		ex.cache = &cacheState{req: httpcache.Request{Method: m, URL: c.cacheKey()}, unsafe: true, fd: -1}
+		ex.cache = &cacheState{req: httpcache.Request{Method: m, URL: string(c.appendKey(c.cHeadSpace()))}, unsafe: true, fd: -1}
 		return false
 	}
 	if m != "GET" && m != "HEAD" || ex.req.Framing != httpmsg.NoBody {
@@ -100,14 +104,18 @@ func (c *conn) cacheLookup() bool {
 		return false
 	}
 	now := time.Now()
-	st := &cacheState{req: httpcache.Request{Method: m, URL: c.cacheKey(), Header: ex.req.Header}, reqTime: now, fd: -1}
+	st := &cacheState{req: httpcache.Request{Method: m, Header: ex.req.Header}, reqTime: now, fd: -1}
 	ex.cache = st
-	if e := cache.Lookup(st.req); e != nil {
+	// The key is built in the borrowed buffer the response head goes
+	// in later: a hit needs no string of it.
+	key := c.appendKey(c.cHeadSpace())
+	e := cache.LookupKey(key, ex.req.Header)
+	if e != nil && e.Decide(ex.req.Header, now) == httpcache.Serve && c.serveEntry(e, now) {
+		return true
+	}
+	st.req.URL = string(key)
+	if e != nil {
 		switch e.Decide(ex.req.Header, now) {
-		case httpcache.Serve:
-			if c.serveEntry(e, now) {
-				return true
-			}
 		case httpcache.Revalidate:
 			if m == "GET" && !httpcache.Conditional(ex.req.Header) {
 				st.entry, st.reval = e, true
@@ -139,16 +147,31 @@ func (c *conn) cacheLookup() bool {
 	return false
 }
 
-// cacheKey is the key of the current request's URL. On a redirected
-// (transparent) connection the origin is the connection's destination, not
-// what Host names, so the destination is part of the key: a client cannot
-// store an answer from one address under another site's name.
-func (c *conn) cacheKey() string {
-	ex := c.ex
-	if c.orig.IsValid() && strings.HasPrefix(ex.req.Target, "/") {
-		return ex.t.url() + " @" + c.orig.String()
+// appendKey appends the cache key of the current request to b: its URL as
+// target.url spells it. On a redirected (transparent) connection the
+// origin is the connection's destination, not what Host names, so the
+// destination is part of the key: a client cannot store an answer from
+// one address under another site's name.
+func (c *conn) appendKey(b []byte) []byte {
+	t := &c.ex.t
+	b = append(b, "http://"...)
+	if strings.IndexByte(t.host, ':') >= 0 {
+		b = append(b, '[')
+		b = append(b, t.host...)
+		b = append(b, ']')
+	} else {
+		b = append(b, t.host...)
 	}
-	return ex.t.url()
+	if t.port != 80 {
+		b = append(b, ':')
+		b = strconv.AppendInt(b, int64(t.port), 10)
+	}
+	b = append(b, t.path...)
+	if c.orig.IsValid() && strings.HasPrefix(c.ex.req.Target, "/") {
+		b = append(b, " @"...)
+		b = c.orig.AppendTo(b)
+	}
+	return b
 }
 
 // collapsible reports whether a miss may wait for another client's fetch

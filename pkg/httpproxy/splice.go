@@ -109,7 +109,7 @@ func (bs *bodySplice) release() {
 // handled false means the body is copied.
 func (c *conn) spliceDown() (handled, progress bool, err error) {
 	ex := c.ex
-	if ex.spDown.pipe == nil && (ex.resp == nil || ex.cache != nil || ex.rate != nil || ex.or1 != ex.or0 || ex.ow1 != ex.ow0) {
+	if ex.spDown.pipe == nil && (ex.resp == nil || ex.cache.storing() || ex.rate != nil || ex.or1 != ex.or0 || ex.ow1 != ex.ow0) {
 		return false, false, nil
 	}
 	if !ex.spDown.start(c.s.pools[c.loop.ID()], &ex.respBody) {
