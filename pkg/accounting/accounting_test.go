@@ -636,3 +636,55 @@ func BenchmarkRequest(b *testing.B) {
 		}
 	})
 }
+
+func TestLoadLocationOpenWrtTZFile(t *testing.T) {
+	dir := t.TempDir()
+	tzFile := filepath.Join(dir, "TZ")
+	missing := filepath.Join(dir, "localtime")
+	if err := os.WriteFile(tzFile, []byte("EST5EDT,M3.2.0,M11.1.0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	loc, err := loadLocation("", false, missing, tzFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, off := time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC).In(loc).Zone(); off != -4*3600 {
+		t.Errorf("from /etc/TZ: July offset %d, want -14400", off)
+	}
+	// TZ in the environment or /etc/localtime win over /etc/TZ.
+	if loc, _ := loadLocation("", true, missing, tzFile); loc != time.Local {
+		t.Error("TZ set: not the process's local time")
+	}
+	if loc, _ := loadLocation("", false, tzFile, tzFile); loc != time.Local {
+		t.Error("/etc/localtime present: not the process's local time")
+	}
+	if loc, err := loadLocation("", false, missing, filepath.Join(dir, "none")); err != nil || loc != time.Local {
+		t.Errorf("no /etc/TZ: %v, %v", loc, err)
+	}
+	if err := os.WriteFile(tzFile, []byte("garbage\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadLocation("", false, missing, tzFile); err == nil || !strings.Contains(err.Error(), tzFile) {
+		t.Errorf("bad /etc/TZ: %v, want an error naming the file", err)
+	}
+}
+
+func FuzzLoadLocation(f *testing.F) {
+	for _, s := range []string{"CET-1CEST,M3.5.0,M10.5.0/3", "<+0530>-5:30", "EST5EDT,M3.2.0,M11.1.0", "UTC0", "JST-9", "garbage", "Europe/Berlin"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		loc, err := LoadLocation(name)
+		if err != nil {
+			return
+		}
+		// Whatever is accepted gives periods that start before they end.
+		now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+		for p := range numPeriods {
+			start := p.Start(now, loc)
+			if next := p.Next(start, loc); now.Before(start) || !now.Before(next) {
+				t.Fatalf("%q: %v period %v .. %v around %v", name, p, start, next, now)
+			}
+		}
+	})
+}

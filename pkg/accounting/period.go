@@ -91,14 +91,20 @@ const OpenWrtTZFile = "/etc/TZ"
 // name means the process's local time (TZ, /etc/localtime), or the POSIX
 // string in /etc/TZ when neither is set (OpenWrt without zoneinfo).
 func LoadLocation(name string) (*time.Location, error) {
+	_, tzSet := os.LookupEnv("TZ")
+	return loadLocation(name, tzSet, "/etc/localtime", OpenWrtTZFile)
+}
+
+// loadLocation is LoadLocation with the environment as arguments.
+func loadLocation(name string, tzSet bool, localtime, tzFile string) (*time.Location, error) {
 	if name == "" {
-		if _, ok := os.LookupEnv("TZ"); ok {
+		if tzSet {
 			return time.Local, nil
 		}
-		if _, err := os.Stat("/etc/localtime"); err == nil {
+		if _, err := os.Stat(localtime); err == nil {
 			return time.Local, nil
 		}
-		b, err := os.ReadFile(OpenWrtTZFile)
+		b, err := os.ReadFile(tzFile)
 		if err != nil {
 			return time.Local, nil // UTC, as the process sees it
 		}
@@ -108,7 +114,7 @@ func LoadLocation(name string) (*time.Location, error) {
 		}
 		loc, err := posixLocation(tz)
 		if err != nil {
-			return nil, fmt.Errorf("time zone in %s: %w", OpenWrtTZFile, err)
+			return nil, fmt.Errorf("time zone in %s: %w", tzFile, err)
 		}
 		return loc, nil
 	}
