@@ -511,10 +511,12 @@ func (c *conn) resolve() {
 	ex := c.ex
 	host, ip := acl.CanonicalHost(ex.t.host)
 	ex.t.host = host
-	if p, blocked := c.s.cfg.BlockURLs.Match(ex.t.url()); blocked {
-		c.s.warn.Log(slog.LevelInfo, "request blocked", "client", c.client.String(), "user", ex.user, "target", ex.t.url(), "pattern", p)
-		c.fail(403, "blocked by the URL filter")
-		return
+	if c.s.cfg.BlockURLs != nil { // without a URL filter, the URL is not built
+		if p, blocked := c.s.cfg.BlockURLs.Match(ex.t.url()); blocked {
+			c.s.warn.Log(slog.LevelInfo, "request blocked", "client", c.client.String(), "user", ex.user, "target", ex.t.url(), "pattern", p)
+			c.fail(403, "blocked by the URL filter")
+			return
+		}
 	}
 	if c.orig.IsValid() && !ex.tunnel && strings.HasPrefix(ex.req.Target, "/") {
 		// Redirected: the connection's own destination, never a lookup

@@ -22,6 +22,10 @@ type originPool struct {
 	loop  *reactor.Loop
 	idle  map[netip.AddrPort][]*idleOrigin
 	total int
+	// free keeps idleOrigin records for reuse: a keep-alive exchange
+	// pools its origin connection and the next takes it, so a record per
+	// request would be garbage at the request rate.
+	free []*idleOrigin
 }
 
 // idleOrigin is a pooled origin connection: its handler closes it when the
@@ -42,7 +46,14 @@ func (p *originPool) put(key netip.AddrPort, fd int) {
 	if p.idle == nil {
 		p.idle = make(map[netip.AddrPort][]*idleOrigin)
 	}
-	o := &idleOrigin{p: p, key: key, fd: fd}
+	var o *idleOrigin
+	if n := len(p.free); n > 0 {
+		o = p.free[n-1]
+		p.free = p.free[:n-1]
+		*o = idleOrigin{p: p, key: key, fd: fd}
+	} else {
+		o = &idleOrigin{p: p, key: key, fd: fd}
+	}
 	o.timer.Func = o.drop
 	p.loop.SetHandler(fd, o)
 	p.loop.Schedule(&o.timer, originIdle)
@@ -62,7 +73,18 @@ func (p *originPool) take(key netip.AddrPort) int {
 	}
 	o := list[len(list)-1]
 	p.remove(o)
-	return o.fd
+	fd := o.fd
+	p.recycle(o)
+	return fd
+}
+
+// recycle keeps o, which no handler or timer refers to any more, for the
+// next put.
+func (p *originPool) recycle(o *idleOrigin) {
+	if len(p.free) < maxIdlePerLoop {
+		*o = idleOrigin{}
+		p.free = append(p.free, o)
+	}
 }
 
 func (p *originPool) remove(o *idleOrigin) {
@@ -92,6 +114,8 @@ func (o *idleOrigin) HandleEvent(ev uint32) {
 }
 
 func (o *idleOrigin) drop() {
-	o.p.remove(o)
-	o.p.loop.Close(o.fd)
+	p := o.p
+	p.remove(o)
+	p.loop.Close(o.fd) // clears the fd's handler: nothing refers to o now
+	p.recycle(o)
 }
