@@ -134,6 +134,10 @@ func TestHTTPRateDownloads(t *testing.T) {
 		const n, size = 8, 312_500
 		var wg sync.WaitGroup
 		res := make([]rateTransfer, n)
+		cpu0, err := procCPUTicks(p.pid())
+		if err != nil {
+			t.Fatal(err)
+		}
 		start := time.Now()
 		for i := range n {
 			wg.Add(1)
@@ -154,6 +158,17 @@ func TestHTTPRateDownloads(t *testing.T) {
 			}
 		}
 		checkRate(t, "alice, 8 downloads", took, n*size, slowRate)
+		// Waiting connections sleep on timers: no busy loop. A spinning
+		// loop would take most of a core; this takes about 1%.
+		cpu1, err := procCPUTicks(p.pid())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if share := float64(cpu1-cpu0) / clockTicks / took.Seconds(); share > 0.25 {
+			t.Errorf("sluice used %.0f%% of a CPU while 8 downloads waited for their rate", 100*share)
+		} else {
+			t.Logf("sluice CPU while rate limited: %.1f%% of a core", 100*share)
+		}
 	})
 
 	t.Run("two users in two classes at once", func(t *testing.T) {
