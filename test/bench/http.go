@@ -123,7 +123,8 @@ config http_proxy 'bench'
 	option listen '%s'
 	option cache_size '64M'
 	option cache_max_object '1M'
-`, dir, listen)
+	list connect_port '%d'
+`, dir, listen, httpSourcePort)
 	path := filepath.Join(dir, "sluice.conf")
 	return path, os.WriteFile(path, []byte(conf), 0o644)
 }
