@@ -93,29 +93,42 @@ func printAccounting(w io.Writer, rep daemon.AccountingReport) {
 		fmt.Fprintln(w, "nothing counted yet")
 		return
 	}
+	// Numbers are right-aligned; the text columns are padded to one width
+	// first, which keeps them left-aligned.
+	quotas := make([]string, len(rep.Entries))
+	keyW, quotaW := len("USER"), len("QUOTA")
+	for i, e := range rep.Entries {
+		quotas[i] = quotaText(e.Quota)
+		keyW, quotaW = max(keyW, len(e.Key)), max(quotaW, len(quotas[i]))
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "USER\tUP\tDOWN\tREQUESTS\tCONNS\tLIVE\tCONNECTED\tTODAY\tTHIS MONTH\tQUOTA\tFIRST SEEN\tLAST SEEN\t")
-	for _, e := range rep.Entries {
-		quota := "-"
-		if q := e.Quota; q != nil {
-			var parts []string
-			if q.Bytes > 0 {
-				parts = append(parts, fmt.Sprintf("%s of %s", accounting.FormatBytes(q.UsedBytes), accounting.FormatBytes(q.Bytes)))
-			}
-			if q.TimeS > 0 {
-				parts = append(parts, fmt.Sprintf("%s of %s", fmtSeconds(q.UsedTimeS), fmtSeconds(q.TimeS)))
-			}
-			quota = strings.Join(parts, ", ") + " a " + q.Period
-			if q.Exceeded {
-				quota += " (USED UP)"
-			}
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", e.Key,
+	fmt.Fprintf(tw, "%-*s\tUP\tDOWN\tREQUESTS\tCONNS\tLIVE\tCONNECTED\tTODAY\tTHIS MONTH\t%-*s\tFIRST SEEN\tLAST SEEN\t\n", keyW, "USER", quotaW, "QUOTA")
+	for i, e := range rep.Entries {
+		fmt.Fprintf(tw, "%-*s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%-*s\t%s\t%s\t\n", keyW, e.Key,
 			accounting.FormatBytes(e.BytesUp), accounting.FormatBytes(e.BytesDown), e.Requests, e.Conns, e.Live,
 			fmtSeconds(e.OnlineS), accounting.FormatBytes(e.Day.BytesUp+e.Day.BytesDown),
-			accounting.FormatBytes(e.Month.BytesUp+e.Month.BytesDown), quota, fmtSeen(e.First), fmtSeen(e.Last))
+			accounting.FormatBytes(e.Month.BytesUp+e.Month.BytesDown), quotaW, quotas[i], fmtSeen(e.First), fmtSeen(e.Last))
 	}
 	tw.Flush()
+}
+
+// quotaText describes a quota and its use: "1.2 GiB of 2.0 GiB a day".
+func quotaText(q *accounting.QuotaEntry) string {
+	if q == nil {
+		return "-"
+	}
+	var parts []string
+	if q.Bytes > 0 {
+		parts = append(parts, fmt.Sprintf("%s of %s", accounting.FormatBytes(q.UsedBytes), accounting.FormatBytes(q.Bytes)))
+	}
+	if q.TimeS > 0 {
+		parts = append(parts, fmt.Sprintf("%s of %s", fmtSeconds(q.UsedTimeS), fmtSeconds(q.TimeS)))
+	}
+	text := strings.Join(parts, ", ") + " a " + q.Period
+	if q.Exceeded {
+		text += " (USED UP)"
+	}
+	return text
 }
 
 func fmtSeconds(s int64) string { return accounting.FormatDuration(time.Duration(s) * time.Second) }
