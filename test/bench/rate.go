@@ -56,14 +56,14 @@ func (b *bench) rateFig() error {
 		return err
 	}
 	defer stopOrigin()
-	stop, err := b.startRateProxy(dir)
+	pid, stop, err := b.startRateProxy(dir)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	fmt.Fprintf(b.out, "# Rate classes\n\n`sluice run` with `config class 'a'` (rate_down '10mbit', %d bytes/s) and `config class 'b'` (rate_down '20mbit', %d bytes/s), user alice in a, bob in b; downloads of %s of the rate each through the proxy with Go's HTTP client, every body checked by sha256. Measured: a user's bytes / (last byte - first request), median of %d runs (min-max); error = measured / configured - 1.\n\n",
+	fmt.Fprintf(b.out, "# Rate classes\n\n`sluice run` with `config class 'a'` (rate_down '10mbit', %d bytes/s) and `config class 'b'` (rate_down '20mbit', %d bytes/s), user alice in a, bob in b; downloads of %s of the rate each through the proxy with Go's HTTP client, every body checked by sha256. Measured: a user's bytes / (last byte - first request), median of %d runs (min-max); error = measured / configured - 1; sluice CPU = its CPU time over the case's wall time, in %% of one core (waiting connections sleep on loop timers).\n\n",
 		rateA, rateB, b.dur, b.reps)
-	fmt.Fprintf(b.out, "| case | user | configured bytes/s | measured bytes/s | error |\n|---|---|---|---|---|\n")
+	fmt.Fprintf(b.out, "| case | user | configured bytes/s | measured bytes/s | error | sluice CPU |\n|---|---|---|---|---|---|\n")
 	cases := []rateCase{
 		{"1 download", []string{"alice"}},
 		{"8 parallel downloads", slices.Repeat([]string{"alice"}, 8)},
@@ -71,11 +71,14 @@ func (b *bench) rateFig() error {
 	}
 	for _, c := range cases {
 		got := map[string][]float64{}
+		var cpu []float64
 		for range b.reps {
+			before, start := cpuSeconds(pid), time.Now()
 			rates, err := runRateCase(c, b.dur)
 			if err != nil {
 				return fmt.Errorf("%s: %w", c.name, err)
 			}
+			cpu = append(cpu, 100*(cpuSeconds(pid)-before)/time.Since(start).Seconds())
 			for u, r := range rates {
 				got[u] = append(got[u], r)
 			}
@@ -90,8 +93,9 @@ func (b *bench) rateFig() error {
 				want = rateB
 			}
 			slices.Sort(rs)
+			slices.Sort(cpu)
 			med := rs[len(rs)/2]
-			fmt.Fprintf(b.out, "| %s | %s | %.0f | %.0f (%.0f-%.0f) | %+.1f%% |\n", c.name, u, want, med, rs[0], rs[len(rs)-1], 100*(med/want-1))
+			fmt.Fprintf(b.out, "| %s | %s | %.0f | %.0f (%.0f-%.0f) | %+.1f%% | %.1f%% |\n", c.name, u, want, med, rs[0], rs[len(rs)-1], 100*(med/want-1), cpu[len(cpu)/2])
 		}
 	}
 	fmt.Fprintln(b.out)
@@ -199,11 +203,11 @@ func startRateOrigin() (stop func(), err error) {
 }
 
 // startRateProxy writes the config and starts `sluice run` on it; it
-// returns once the proxy accepts.
-func (b *bench) startRateProxy(dir string) (stop func(), err error) {
+// returns sluice's pid once the proxy accepts.
+func (b *bench) startRateProxy(dir string) (pid int, stop func(), err error) {
 	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	conf := fmt.Sprintf(`config sluice 'main'
 	option log_level 'warn'
@@ -229,13 +233,13 @@ config http_proxy 'rate'
 `, dir, hash, rateProxyPort)
 	path := filepath.Join(dir, "sluice.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	cmd := exec.Command("taskset", "-c", relayCPU, b.sluice, "run", "-c", path)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	stop = func() {
 		cmd.Process.Signal(syscall.SIGTERM)
@@ -247,11 +251,11 @@ config http_proxy 'rate'
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", rateProxyPort))
 		if err == nil {
 			c.Close()
-			return stop, nil
+			return cmd.Process.Pid, stop, nil // taskset execs sluice in place
 		}
 		if ctx.Err() != nil {
 			stop()
-			return nil, errors.New("sluice run did not listen within 10 s")
+			return 0, nil, errors.New("sluice run did not listen within 10 s")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
