@@ -352,3 +352,42 @@ func TestHTTPRateReload(t *testing.T) {
 	}
 	checkRate(t, "alice at 16mbit after reload", r.took, 2*slowRate, 2*slowRate)
 }
+
+// TestConfigRateErrors: `sluice check` names the file and line of bad
+// class and user limit options, and accepts a good rate file.
+func TestConfigRateErrors(t *testing.T) {
+	cfg := newDaemonConfig(t)
+	cfg.write(t, rateConfig(t, rateListen(4), "443", "8mbit"))
+	if res := runSluice(t, "check", "-c", cfg.path); res.code != 0 {
+		t.Fatalf("check refused the rate config: %s", res.stderr)
+	}
+	cfg.write(t, "config class 'kids'\n\toption rate_down '10 mbit'\n\toption burst '1'\n\toption max_conns '0'\n\n"+
+		"config user 'bob'\n\toption password '$2a$04$Jo8bBfNbMO1QK4wz3wYsq.1BWLh9j6r.BNsydz2VJyFmb0FyvUZFu'\n\toption rate_up 'fast'\n")
+	res := runSluice(t, "check", "-c", cfg.path)
+	if res.code == 0 {
+		t.Fatalf("check accepted a bad file:\n%s", res.stdout)
+	}
+	text, err := os.ReadFile(cfg.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lineOf := func(stmt string) int { // 1-based line of stmt in the file
+		for n, l := range strings.Split(string(text), "\n") {
+			if strings.TrimSpace(l) == stmt {
+				return n + 1
+			}
+		}
+		t.Fatalf("no line %q", stmt)
+		return 0
+	}
+	for _, c := range []struct{ stmt, want string }{
+		{"option rate_down '10 mbit'", "class 'kids': option 'rate_down': \"10 mbit\": unknown unit"},
+		{"option burst '1'", "class 'kids': option 'burst': unknown option for a class section"},
+		{"option max_conns '0'", "class 'kids': option 'max_conns': \"0\": want a whole number from 1"},
+		{"option rate_up 'fast'", "user 'bob': option 'rate_up': \"fast\": no number"},
+	} {
+		if w := fmt.Sprintf("%s:%d: %s", cfg.path, lineOf(c.stmt), c.want); !strings.Contains(res.stderr, w) {
+			t.Errorf("check output lacks %q:\n%s", w, res.stderr)
+		}
+	}
+}
