@@ -596,3 +596,39 @@ func TestConfigHTTPCacheErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTPCacheDiskRevalidate checks a stale disk entry after a restart:
+// revalidated with its ETag, the 304 serves the body from disk and writes
+// the new head, so the next request is a plain hit.
+func TestHTTPCacheDiskRevalidate(t *testing.T) {
+	o := startCacheOrigin(t, map[string]cacheCase{
+		"short": {status: 200, fields: []string{"Cache-Control: max-age=1", `ETag: "s1"`}, body: pattern(200000)},
+	})
+	dir := t.TempDir()
+	cfg := newDaemonConfig(t)
+	listen := "127.0.0.1:24180"
+	opts := []string{"option cache_size '4M'", "option cache_dir '" + dir + "'"}
+	p := startCachingDaemon(t, cfg, listen, opts...)
+	c := proxyClient(p.addr)
+	fetch(t, c, "GET", o.url("short"))
+	waitFiles(t, dir, 1)
+	c.CloseIdleConnections()
+	p.signal(syscall.SIGTERM)
+	if code, _, err := p.waitExit(10 * time.Second); err != nil || code != 0 {
+		t.Fatalf("after SIGTERM: exit %d, %v", code, err)
+	}
+	time.Sleep(1100 * time.Millisecond) // stale now
+	p = startCachingDaemon(t, cfg, listen, opts...)
+	c = proxyClient(p.addr)
+	for i := range 2 {
+		if r := fetch(t, c, "GET", o.url("short")); r.status != 200 || sha(r.body) != sha(pattern(200000)) {
+			t.Errorf("request %d after the restart: %d, %d bytes", i, r.status, len(r.body))
+		}
+		if i == 0 {
+			time.Sleep(200 * time.Millisecond) // the new head is written in the background
+		}
+	}
+	if hits, rev := o.counts("short"); hits != 2 || rev != 1 {
+		t.Errorf("origin asked %d times (%d revalidations), want 2 (1)", hits, rev)
+	}
+}

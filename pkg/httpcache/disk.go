@@ -1,6 +1,7 @@
 package httpcache
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -66,11 +67,41 @@ func fileName(e *Entry) string {
 
 // WriteDisk writes e (a memory entry, with its body) to the disk store
 // crash-safely and indexes it, evicting past the disk's byte limit. It
-// blocks: run it in the reactor's pool.
+// blocks: run it in the reactor's pool, after ReserveWrite, whose slot it
+// gives back.
 func (c *Cache) WriteDisk(e *Entry) error {
+	defer c.writes.Add(-1)
 	if c.cfg.Dir == "" || e.BodyLen > c.cfg.MaxObject {
 		return nil
 	}
+	return c.writeEntry(e, bytes.NewReader(e.Body))
+}
+
+// RewriteDisk stores the head of e, a disk entry updated by a 304 (its
+// File and BodyOff still those of the current file), with the body copied
+// from the current file, crash-safely, and indexes it. It blocks: run it
+// in the pool, after ReserveWrite, whose slot it gives back. A hit that
+// already opened the old file keeps reading it.
+func (c *Cache) RewriteDisk(e *Entry) error {
+	defer c.writes.Add(-1)
+	f, err := os.Open(e.File)
+	if err != nil {
+		return fmt.Errorf("cache: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("cache: %w", err)
+	}
+	if fi.Size() != e.BodyOff+e.BodyLen {
+		return fmt.Errorf("%w: %s is %d bytes, want %d", ErrDamaged, e.File, fi.Size(), e.BodyOff+e.BodyLen)
+	}
+	return c.writeEntry(e, io.NewSectionReader(f, e.BodyOff, e.BodyLen))
+}
+
+// writeEntry writes e's head and body (from body) to its file and indexes
+// it, evicting past the disk's byte limit.
+func (c *Cache) writeEntry(e *Entry, body io.Reader) error {
 	meta, err := json.Marshal(diskMeta{URL: e.URL, Status: e.Status, Reason: e.Reason, Fields: e.Fields,
 		RequestTime: e.RequestTime, ResponseTime: e.ResponseTime, AgeValue: e.AgeValue,
 		VaryNames: e.VaryNames, VaryValues: e.VaryValues, BodyLen: e.BodyLen})
@@ -78,7 +109,7 @@ func (c *Cache) WriteDisk(e *Entry) error {
 		return fmt.Errorf("cache: encode %s: %w", e.URL, err)
 	}
 	final := filepath.Join(c.cfg.Dir, fileName(e))
-	if err := writeAtomic(c.cfg.Dir, final, meta, e.Body); err != nil {
+	if err := writeAtomic(c.cfg.Dir, final, meta, body, e.BodyLen); err != nil {
 		return err
 	}
 	d := c.diskEntry(e, final, int64(len(diskMagic)+4+len(meta)))
@@ -125,7 +156,7 @@ func RemoveFiles(files []string) {
 	}
 }
 
-func writeAtomic(dir, final string, meta, body []byte) error {
+func writeAtomic(dir, final string, meta []byte, body io.Reader, n int64) error {
 	f, err := os.CreateTemp(dir, tmpPrefix+strconv.Itoa(os.Getpid())+"-*")
 	if err != nil {
 		return fmt.Errorf("cache: %w", err)
@@ -134,7 +165,16 @@ func writeAtomic(dir, final string, meta, body []byte) error {
 	var hdr [len(diskMagic) + 4]byte
 	copy(hdr[:], diskMagic)
 	binary.BigEndian.PutUint32(hdr[len(diskMagic):], uint32(len(meta)))
-	err = writeAll(f, hdr[:], meta, body)
+	_, err = f.Write(hdr[:])
+	if err == nil {
+		_, err = f.Write(meta)
+	}
+	if err == nil {
+		var m int64
+		if m, err = io.Copy(f, body); err == nil && m != n {
+			err = fmt.Errorf("%w: body of %d bytes, want %d", ErrDamaged, m, n)
+		}
+	}
 	if err == nil {
 		err = f.Sync()
 	}
@@ -151,15 +191,6 @@ func writeAtomic(dir, final string, meta, body []byte) error {
 	if d, err := os.Open(dir); err == nil {
 		_ = d.Sync() // the rename itself survives a crash
 		_ = d.Close()
-	}
-	return nil
-}
-
-func writeAll(w io.Writer, parts ...[]byte) error {
-	for _, p := range parts {
-		if _, err := w.Write(p); err != nil {
-			return err
-		}
 	}
 	return nil
 }

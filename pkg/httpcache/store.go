@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/sluice-proxy/sluice/pkg/httpmsg"
 )
@@ -61,7 +62,32 @@ type Cache struct {
 	diskURL map[string][]*Entry
 	pending map[string][]func()
 	evicted uint64
+
+	// writes counts disk writes queued or running (ReserveWrite).
+	writes atomic.Int32
 }
+
+// maxWrites bounds the disk writes queued in the reactor's pool at once,
+// so a burst of misses cannot fill the pool that DNS lookups and password
+// checks share; a response that finds no slot is kept in memory only.
+const maxWrites = 8
+
+// ReserveWrite takes a slot for one WriteDisk (or RewriteDisk) and reports
+// whether there was one. WriteDisk gives it back; a caller that cannot
+// queue the write after all calls CancelWrite.
+func (c *Cache) ReserveWrite() bool {
+	if c.cfg.Dir == "" {
+		return false
+	}
+	if c.writes.Add(1) > maxWrites {
+		c.writes.Add(-1)
+		return false
+	}
+	return true
+}
+
+// CancelWrite gives back a slot ReserveWrite took.
+func (c *Cache) CancelWrite() { c.writes.Add(-1) }
 
 // lru is a doubly linked list of entries, most recently used first, and
 // the bytes they hold.
@@ -132,9 +158,6 @@ func New(cfg Config) (*Cache, error) {
 
 // MaxObject returns the largest body the cache stores.
 func (c *Cache) MaxObject() int64 { return c.cfg.MaxObject }
-
-// HasDisk reports whether the cache has a disk store.
-func (c *Cache) HasDisk() bool { return c.cfg.Dir != "" }
 
 // Lookup returns the stored variant of url that matches a request with
 // header h, from memory if there, else from disk, and marks it used.

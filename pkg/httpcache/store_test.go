@@ -25,6 +25,15 @@ func entryFor(t *testing.T, req Request, body []byte, resp ...string) *Entry {
 	return e
 }
 
+// write stores e on disk as the proxy does: a slot, then WriteDisk.
+func write(t *testing.T, c *Cache, e *Entry) error {
+	t.Helper()
+	if !c.ReserveWrite() {
+		t.Fatal("no write slot")
+	}
+	return c.WriteDisk(e)
+}
+
 func TestLRUEviction(t *testing.T) {
 	c, err := New(Config{MaxBytes: 3 * (10000 + 400)})
 	if err != nil {
@@ -104,10 +113,10 @@ func TestDiskStore(t *testing.T) {
 	}
 	body := bytes.Repeat([]byte("0123456789"), 5000)
 	e := entry(t, "http://h/disk", body, `ETag: "d"`)
-	if err := c.WriteDisk(e); err != nil {
+	if err := write(t, c, e); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.WriteDisk(entry(t, "http://h/other", []byte("x"))); err != nil {
+	if err := write(t, c, entry(t, "http://h/other", []byte("x"))); err != nil {
 		t.Fatal(err)
 	}
 	// An interrupted write leaves a temporary file; the next start
@@ -172,7 +181,7 @@ func TestDiskEviction(t *testing.T) {
 	dir := t.TempDir()
 	c, _ := New(Config{MaxBytes: 1 << 20, Dir: dir, DirMaxBytes: 25000})
 	for i := range 3 {
-		if err := c.WriteDisk(entry(t, fmt.Sprintf("http://h/%d", i), make([]byte, 10000))); err != nil {
+		if err := write(t, c, entry(t, fmt.Sprintf("http://h/%d", i), make([]byte, 10000))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -182,5 +191,72 @@ func TestDiskEviction(t *testing.T) {
 	files, _ := filepath.Glob(filepath.Join(dir, "*"+fileSuffix))
 	if len(files) != 2 {
 		t.Errorf("%d files on disk, want 2", len(files))
+	}
+}
+
+func TestRewriteDisk(t *testing.T) {
+	dir := t.TempDir()
+	c, _ := New(Config{MaxBytes: 1 << 20, Dir: dir})
+	body := bytes.Repeat([]byte("abc"), 1000)
+	if err := write(t, c, entry(t, "http://h/r", body, `ETag: "r"`, "X-Old: 1")); err != nil {
+		t.Fatal(err)
+	}
+	d := c.Lookup(Request{URL: "http://h/r"})
+	fd, err := c.OpenBody(d) // a hit holding the old file
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := os.NewFile(uintptr(fd), d.File)
+	defer held.Close()
+	u := d.Updated(hdr("Cache-Control: max-age=600", "X-New: 2"), t0.Add(time.Hour), t0.Add(time.Hour))
+	if !c.ReserveWrite() {
+		t.Fatal("no write slot")
+	}
+	if err := c.RewriteDisk(u); err != nil {
+		t.Fatal(err)
+	}
+	// The held file still has its old layout.
+	got := make([]byte, d.BodyLen)
+	if _, err := held.ReadAt(got, d.BodyOff); err != nil || !bytes.Equal(got, body) {
+		t.Errorf("held file after the rewrite: %v", err)
+	}
+	c2, err := New(Config{MaxBytes: 1 << 20, Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := c2.Lookup(Request{URL: "http://h/r"})
+	if n == nil || n.Lifetime() != 10*time.Minute || !strings.Contains(n.Fields, "X-New: 2") || !strings.Contains(n.Fields, "X-Old: 1") || !n.ResponseTime.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("rewritten entry after a restart: %+v", n)
+	}
+	fd, err = c2.OpenBody(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), n.File)
+	defer f.Close()
+	if _, err := f.ReadAt(got, n.BodyOff); err != nil || !bytes.Equal(got, body) {
+		t.Errorf("rewritten body: %v", err)
+	}
+	if files, _ := filepath.Glob(filepath.Join(dir, "*")); len(files) != 1 {
+		t.Errorf("files after the rewrite: %v", files)
+	}
+}
+
+func TestWriteSlots(t *testing.T) {
+	c, _ := New(Config{MaxBytes: 1 << 20, Dir: t.TempDir()})
+	for i := range maxWrites {
+		if !c.ReserveWrite() {
+			t.Fatalf("slot %d refused", i)
+		}
+	}
+	if c.ReserveWrite() {
+		t.Fatal("more slots than maxWrites")
+	}
+	c.CancelWrite()
+	if !c.ReserveWrite() {
+		t.Fatal("a cancelled slot was not given back")
+	}
+	if m, _ := New(Config{MaxBytes: 1 << 20}); m.ReserveWrite() {
+		t.Error("a write slot without a disk store")
 	}
 }

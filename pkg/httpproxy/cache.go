@@ -57,6 +57,7 @@ type cacheState struct {
 	off     int64
 	left    int64
 	opening bool // the disk file is being opened in the pool
+	rewrite bool // a 304 updated a disk entry: write its new head once the file is open
 }
 
 // CacheStats returns the figures of the service's cache, if it has one.
@@ -110,6 +111,9 @@ func (c *conn) cacheLookup() bool {
 	// in later: a hit needs no string of it.
 	key := c.appendKey(c.cHeadSpace())
 	e := cache.LookupKey(key, ex.req.Header)
+	if e != nil && !c.unfiltered(e) {
+		e = nil // fetched again (and filtered), never served or revalidated
+	}
 	if e != nil && e.Decide(ex.req.Header, now) == httpcache.Serve && c.serveEntry(e, now) {
 		return true
 	}
@@ -215,10 +219,10 @@ func (c *conn) cacheFetch() {
 func (c *conn) serveEntry(e *httpcache.Entry, now time.Time) bool {
 	ex := c.ex
 	st := ex.cache
+	if !c.unfiltered(e) {
+		return false
+	}
 	if words := c.s.cfg.BodyWords; words != nil && filter.Scannable(e.ContentType, e.ContentEncode) {
-		if e.Body == nil {
-			return false
-		}
 		if w, found := words.NewScanner().Scan(e.Body); found {
 			c.s.warn.Log(slog.LevelInfo, "response blocked", "client", c.client.String(), "target", ex.t.url(), "word", w)
 			c.fail(403, "blocked by the content filter")
@@ -245,11 +249,22 @@ func (c *conn) serveEntry(e *httpcache.Entry, now time.Time) bool {
 	if st.left > 0 && e.Body == nil {
 		st.opening = true
 		cache := c.s.cfg.Cache
+		rewrite := st.rewrite
+		st.rewrite = false
 		err := c.s.reactor.Pool().Submit(c.loop, func() func() {
 			fd, err := cache.OpenBody(e)
+			if rewrite {
+				// After the open: this hit reads the file it checked.
+				if werr := cache.RewriteDisk(e); werr != nil {
+					c.s.warn.Log(slog.LevelWarn, "cache write failed", "err", werr)
+				}
+			}
 			return func() { c.opened(ex, fd, err) }
 		})
 		if err != nil {
+			if rewrite {
+				cache.CancelWrite()
+			}
 			c.state = stPolicy
 			c.loop.Cancel(&c.timer)
 			ex.cHead, ex.headOut, ex.status, st.entry = nil, false, 0, nil
@@ -259,6 +274,13 @@ func (c *conn) serveEntry(e *httpcache.Entry, now time.Time) bool {
 	}
 	c.runHit()
 	return true
+}
+
+// unfiltered reports whether e can be served under the content filter:
+// with body words on, a stored text response is scanned before it goes
+// out, which needs its body in memory; a disk copy is fetched again.
+func (c *conn) unfiltered(e *httpcache.Entry) bool {
+	return e.Body != nil || c.s.cfg.BodyWords == nil || !filter.Scannable(e.ContentType, e.ContentEncode)
 }
 
 // opened continues a disk hit once its file is open (or failed to open:
@@ -412,11 +434,12 @@ func (c *conn) cacheResponse(resp *httpmsg.Response) bool {
 		}
 		c.abortUp()
 		st.reval = false
+		st.rewrite = e.Body == nil && cache.ReserveWrite()
 		c.state = stCache
 		c.loop.Post(func() {
 			if c.ex == ex && c.state == stCache {
 				if !c.serveEntry(e, time.Now()) {
-					c.close(true)
+					c.fail(503, "server busy")
 				}
 			}
 		})
@@ -488,7 +511,7 @@ func (c *conn) cacheFinish() {
 		e.BodyLen = int64(len(st.body))
 		cache := c.s.cfg.Cache
 		cache.Put(e)
-		if cache.HasDisk() {
+		if cache.ReserveWrite() {
 			err := c.s.reactor.Pool().Submit(c.loop, func() func() {
 				if err := cache.WriteDisk(e); err != nil {
 					c.s.warn.Log(slog.LevelWarn, "cache write failed", "err", err)
@@ -496,7 +519,7 @@ func (c *conn) cacheFinish() {
 				return nil
 			})
 			if err != nil {
-				c.s.warn.Log(slog.LevelWarn, "cache write skipped", "err", err)
+				cache.CancelWrite()
 			}
 		}
 	}
@@ -524,6 +547,10 @@ func (c *conn) cacheAbandon() {
 	st := ex.cache
 	st.fill, st.body = nil, nil
 	c.cacheRelease()
+	if st.rewrite {
+		st.rewrite = false
+		c.s.cfg.Cache.CancelWrite()
+	}
 	if st.fd >= 0 {
 		sys.Close(st.fd)
 		st.fd = -1
