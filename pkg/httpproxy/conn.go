@@ -505,7 +505,7 @@ func (c *conn) verified(name string, ok bool) {
 // resolve finds the origin's addresses: numeric hosts in any spelling at
 // once, names in the blocking pool.
 func (c *conn) resolve() {
-	if !c.account() || !c.rateAdmit() {
+	if !c.rateAdmit() || !c.account() { // a 429 is not counted, like a 407
 		return
 	}
 	ex := c.ex
