@@ -264,6 +264,11 @@ func (a *Accounting) changed() {
 	if a.dirty.Load() || a.dirty.Swap(true) {
 		return
 	}
+	a.arm()
+}
+
+// arm starts the flush timer unless it runs (or there is no file).
+func (a *Accounting) arm() {
 	if a.cfg.Dir == "" {
 		return
 	}
@@ -276,7 +281,8 @@ func (a *Accounting) changed() {
 }
 
 // tick is the flush timer: write, then stay armed while anyone is
-// connected (their time keeps counting) or something changed meanwhile.
+// connected (their time keeps counting) or something is still unwritten
+// (a change meanwhile, or a failed write to retry).
 func (a *Accounting) tick() {
 	a.tmu.Lock()
 	a.timer = nil
@@ -284,8 +290,8 @@ func (a *Accounting) tick() {
 	if err := a.Flush(); err != nil {
 		a.log.Error("accounting: flush failed", "err", err)
 	}
-	if a.online.Load() > 0 {
-		a.changed()
+	if a.dirty.Load() || a.online.Load() > 0 {
+		a.arm()
 	}
 }
 

@@ -688,3 +688,41 @@ func FuzzLoadLocation(f *testing.F) {
 		}
 	})
 }
+
+// TestFlushRetriesAfterAFailedWrite pins a bug: a failed write left the
+// counters marked unwritten but the timer disarmed, so nothing was
+// written again until a signal.
+func TestFlushRetriesAfterAFailedWrite(t *testing.T) {
+	base := t.TempDir()
+	dir := filepath.Join(base, "acct")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{Dir: dir, Interval: 30 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	// The directory becomes a file: writes fail.
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a.Record("x").Add(1, 1, 1, time.Now())
+	time.Sleep(200 * time.Millisecond) // a few failed ticks
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(dir, FileName)); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no write after the directory could be created again")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
