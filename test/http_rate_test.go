@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -390,4 +393,55 @@ func TestConfigRateErrors(t *testing.T) {
 			t.Errorf("check output lacks %q:\n%s", w, res.stderr)
 		}
 	}
+}
+
+// TestHTTPRateCacheHits: a cache hit is a download too: a limited user
+// gets it at their rate, from memory and from disk (sendfile, after a
+// restart), while a user without limits gets it at once.
+func TestHTTPRateCacheHits(t *testing.T) {
+	const size = slowRate // 1 s at alice's rate
+	var originHits atomic.Int64
+	body := pattern(size)
+	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		originHits.Add(1)
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		_, _ = w.Write(body)
+	}))
+	defer o.Close()
+	listen := rateListen(5)
+	cfg := newDaemonConfig(t)
+	conf := strings.Replace(rateConfig(t, listen, "443", "8mbit"), "option auth '1'",
+		"option auth '1'\n\toption cache_size '16M'\n\toption cache_max_object '4M'\n\toption cache_dir '"+filepath.Join(cfg.dir, "cache")+"'", 1)
+	cfg.write(t, conf)
+	url := "http://" + o.Listener.Addr().String() + "/object"
+	get := func(p *sluiceProc, user, what string, wantOrigin int64, limited bool) {
+		t.Helper()
+		r := curlThrough(t, p.addr, "--proxy-user", user+":pw", url)
+		if r.err != nil || r.status != 200 || r.sha != sha(body) {
+			t.Fatalf("%s: status %d, %d bytes, err %v", what, r.status, r.bytes, r.err)
+		}
+		if n := originHits.Load(); n != wantOrigin {
+			t.Fatalf("%s: the origin saw %d requests, want %d", what, n, wantOrigin)
+		}
+		if limited {
+			checkRate(t, what, r.took, size, slowRate)
+		} else if r.took > 300*time.Millisecond {
+			t.Errorf("%s: %v for %d bytes: limited?", what, r.took, size)
+		}
+	}
+	p := startSluice(t, "run", "-c", cfg.path)
+	p.addr = listen
+	get(p, "alice", "alice, miss", 1, true)
+	get(p, "alice", "alice, memory hit", 1, true)
+	get(p, "free", "free, memory hit", 1, false)
+
+	p.signal(syscall.SIGTERM)
+	if code, _, err := p.waitExit(10 * time.Second); err != nil || code != 0 {
+		t.Fatalf("after SIGTERM: exit %d, %v", code, err)
+	}
+	p = startSluice(t, "run", "-c", cfg.path)
+	p.addr = listen
+	get(p, "alice", "alice, disk hit after a restart", 1, true)
+	get(p, "free", "free, hit after a restart", 1, false)
 }

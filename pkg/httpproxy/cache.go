@@ -356,19 +356,26 @@ func (c *conn) runHit() {
 		}
 		var n int
 		var err error
+		grant := st.left // body bytes that may go now (rate.go)
+		if ex.rate != nil && !c.grantHit(&grant) {
+			return // the rate timer pumps again
+		}
 		switch {
 		case st.fd < 0:
-			n, err = sys.Writev(c.fd, ex.cHead, st.rest)
+			n, err = sys.Writev(c.fd, ex.cHead, st.rest[:grant])
 		case len(ex.cHead) > 0:
 			n, err = sys.Write(c.fd, ex.cHead)
 		default:
-			n, err = sys.Sendfile(c.fd, st.fd, &st.off, int(min(st.left, 1<<20)))
+			n, err = sys.Sendfile(c.fd, st.fd, &st.off, int(min(grant, 1<<20)))
 			if err == nil && n == 0 {
 				c.s.warn.Log(slog.LevelWarn, "cache file shorter than its index says", "target", ex.t.url())
 				c.logAccess()
 				c.close(true)
 				return
 			}
+		}
+		if ex.rate != nil {
+			used(ex.rate.down, max(n-len(ex.cHead), 0), int(grant), err)
 		}
 		if sys.IsAgain(err) {
 			c.cWritable = false

@@ -12,10 +12,10 @@ import (
 // request comes from another user) and holds it until it closes, or until
 // its CONNECT tunnel ends. An exchange of a limited user reads the request
 // body from the client under the user's up bucket and the response from
-// the origin under the down bucket: when a bucket has no grant the
-// exchange stops reading that way and a loop timer pumps it again. A
-// tunnel's relay gets the same buckets. Unlimited exchanges pay one nil
-// check per read.
+// the origin under the down bucket (and sends a cache hit's body under
+// it): when a bucket has no grant the exchange stops that way and a loop
+// timer pumps it again. A tunnel's relay gets the same buckets.
+// Unlimited exchanges pay one nil check per read.
 
 // exRate is the rate state of one exchange of a limited user.
 type exRate struct {
@@ -69,6 +69,19 @@ func (c *conn) grant(f *ratelimit.Flow, p *[]byte) bool {
 	n := f.Grant(c.loop, len(*p))
 	*p = (*p)[:n]
 	return n > 0
+}
+
+// grantHit limits *left, the body bytes of a cache hit still to send, to
+// what the user's down bucket grants now (a hit is a download too). It
+// reports false when the exchange must wait for the flow's timer; the
+// response head, if any is left, goes without waiting.
+func (c *conn) grantHit(left *int64) bool {
+	f := c.ex.rate.down
+	if f == nil || *left == 0 {
+		return true
+	}
+	*left = int64(f.Grant(c.loop, int(min(*left, 1<<30))))
+	return *left > 0 || len(c.ex.cHead) > 0
 }
 
 // used records a read of n bytes into room bytes under f; err is the
