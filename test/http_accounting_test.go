@@ -192,8 +192,9 @@ func waitAcct(t testing.TB, cfg *daemonConfig, what string, ok func(map[string]a
 	}
 }
 
-// acctConfig writes a config with users alice (no quota) and bob (100K a
-// day, through class 'small'), a proxy with auth and one without.
+// acctConfig writes a config with users alice (no quota), bob (100K a
+// day, through class 'small') and dev (owner of 127.0.0.2), a proxy with
+// auth and one without.
 // The hash is made once per test: a new salt would be a change of users
 // to a reload.
 func acctConfig(t testing.TB, cfg *daemonConfig, authAddr, openAddr string, hash []byte) {
@@ -215,7 +216,11 @@ config user 'bob'
 	option password '%s'
 	option class 'small'
 
-`, quota, hash, hash)+
+config user 'dev'
+	option password '%s'
+	list address '127.0.0.2'
+
+`, quota, hash, hash, hash)+
 		httpSection("auth", authAddr, "option auth '1'", "list connect_port '*'")+
 		httpSection("open", openAddr))
 }
@@ -339,6 +344,15 @@ func TestHTTPAccounting(t *testing.T) {
 		e := m["addr:127.0.0.1"]
 		return e.Requests == 1 && e.BytesDown == 999
 	})
+	// ... unless a user owns the address: then it counts as that user, on
+	// a proxy without auth too.
+	if status, down, _, _ := curlMoved(t, openAddr, "--interface", "127.0.0.2", base+"/bytes/555"); status != 200 || down != 555 {
+		t.Fatalf("open proxy from 127.0.0.2: %d, %d bytes", status, down)
+	}
+	m = waitAcct(t, cfg, "the device of user dev", func(m map[string]acctEntry) bool { return m["dev"].Requests == 1 })
+	if e, ok := m["addr:127.0.0.2"]; ok || m["dev"].BytesDown != 555 {
+		t.Errorf("127.0.0.2 counted as %+v and addr %+v, want user dev with 555 bytes", m["dev"], e)
+	}
 
 	// bob's quota: 100K a day. 60000 + 60000 bytes pass (the second starts
 	// under the quota), the third request and a CONNECT get 403.

@@ -109,6 +109,9 @@ func (d *Daemon) newHTTP(h config.HTTPProxy, cfg *config.Config, users *auth.Use
 	if h.Auth {
 		hc.Users = users
 		s.users = cfg.Users
+	} else if d.acct != nil && users != nil {
+		hc.AccountUsers = users // clients owned by address count as their user
+		s.users = cfg.Users
 	}
 	if h.AccessLog {
 		hc.AccessLog = d.log.With("log", "access", "http_proxy", h.Name)
@@ -193,7 +196,7 @@ func (d *Daemon) reloadHTTP(cfg *config.Config) error {
 	var start []config.HTTPProxy
 	for _, h := range cfg.HTTPProxies {
 		s, ok := old[httpKey(h)]
-		if ok && sameHTTP(s.cfg, h) && (!h.Auth || sameUsers(s.users, cfg.Users)) {
+		if ok && sameHTTP(s.cfg, h) && (!h.Auth && d.acct == nil || sameUsers(s.users, cfg.Users)) {
 			delete(old, s.key)
 			next[s.key] = s
 			continue

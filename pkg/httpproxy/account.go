@@ -3,7 +3,6 @@ package httpproxy
 import (
 	"context"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -32,7 +31,13 @@ func (c *conn) account() bool {
 		if c.acct != nil {
 			c.acct.Close(now)
 		}
-		c.acct = a.Record(accounting.Key(ex.user, c.client))
+		user := ex.user
+		if user == "" && c.s.cfg.AccountUsers != nil {
+			// A proxy without auth: the client's address may belong to a
+			// user (once per connection: the address never changes).
+			user, _ = c.s.cfg.AccountUsers.UserFor(c.client)
+		}
+		c.acct = a.Record(accounting.Key(user, c.client))
 		c.acct.Open(now)
 	}
 	if err := c.acct.Check(ex.start); err != nil {
@@ -49,17 +54,14 @@ func (c *conn) account() bool {
 	return true
 }
 
-// sameIdentity reports whether c.acct counts for user (or for the client
-// address when user is empty: a connection's address never changes).
+// sameIdentity reports whether c.acct counts for user. An empty user (a
+// proxy without auth) is the same identity for the whole connection: the
+// client's address, or the user that owns it.
 func (c *conn) sameIdentity(user string) bool {
 	if c.acct == nil {
 		return false
 	}
-	k := c.acct.Key()
-	if user == "" {
-		return strings.HasPrefix(k, accounting.AddrPrefix)
-	}
-	return k == user
+	return user == "" || c.acct.Key() == user
 }
 
 // accountRequest adds a finished request (of any outcome) to its record.

@@ -140,6 +140,10 @@ type Config struct {
 	// client address), and refuses requests over quota with 403
 	// (account.go).
 	Accounting *accounting.Accounting
+	// AccountUsers, if set on a proxy without Users, makes a client that
+	// one of its users owns by address count as that user (quota
+	// included); other clients count as their address.
+	AccountUsers *auth.Users
 }
 
 // Stats are a service's counters.
