@@ -496,7 +496,8 @@ func TestHTTPAccountingCorruptFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := runSluice(t, "check", "-c", cfg.path)
-	if res.code != 0 || !containsAll(res.stdout, []string{"accounting: WARNING", "is corrupt", "end line is cut short"}) {
+	if res.code != 0 || !containsAll(res.stdout, []string{"accounting: WARNING", "is corrupt", "end line is cut short", "user 'bob': quota 100.0 KiB a day"}) ||
+		strings.Contains(res.stdout, "user 'alice': quota") {
 		t.Errorf("sluice check with a corrupt counters file: exit %d\n%s%s", res.code, res.stdout, res.stderr)
 	}
 	p := startSluice(t, "run", "-c", cfg.path)

@@ -155,4 +155,18 @@ func checkAccounting(w io.Writer, cfg *config.Config) {
 		return
 	}
 	fmt.Fprintf(w, "accounting: %s, written every %s, %d identities\n", filepath.Join(ac.Dir, accounting.FileName), ac.Interval, n)
+	for i := range cfg.Users {
+		q := cfg.QuotaOf(&cfg.Users[i])
+		if q.Bytes == 0 && q.Time == 0 {
+			continue
+		}
+		var parts []string
+		if q.Bytes > 0 {
+			parts = append(parts, accounting.FormatBytes(uint64(q.Bytes)))
+		}
+		if q.Time > 0 {
+			parts = append(parts, accounting.FormatDuration(q.Time))
+		}
+		fmt.Fprintf(w, "user '%s': quota %s a %s\n", cfg.Users[i].Name, strings.Join(parts, " and "), q.Period)
+	}
 }
