@@ -639,3 +639,39 @@ func TestHTTPCacheDiskRevalidate(t *testing.T) {
 		t.Errorf("origin asked %d times (%d revalidations), want 2 (1)", hits, rev)
 	}
 }
+
+// TestHTTPCacheDiskDamagedAfterStart truncates an indexed disk entry while
+// sluice runs: the hit finds it short when opening it, logs it, fetches
+// from the origin instead and stores the answer again.
+func TestHTTPCacheDiskDamagedAfterStart(t *testing.T) {
+	o := startCacheOrigin(t, map[string]cacheCase{"obj": {status: 200, fields: []string{"Cache-Control: max-age=600"}, body: pattern(90000)}})
+	dir := t.TempDir()
+	cfg := newDaemonConfig(t)
+	listen := "127.0.0.1:24190"
+	opts := []string{"option cache_size '4M'", "option cache_dir '" + dir + "'"}
+	p := startCachingDaemon(t, cfg, listen, opts...)
+	c := proxyClient(p.addr)
+	fetch(t, c, "GET", o.url("obj"))
+	files := waitFiles(t, dir, 1)
+	c.CloseIdleConnections()
+	p.signal(syscall.SIGTERM)
+	if code, _, err := p.waitExit(10 * time.Second); err != nil || code != 0 {
+		t.Fatalf("after SIGTERM: exit %d, %v", code, err)
+	}
+	p = startCachingDaemon(t, cfg, listen, opts...)
+	if err := os.Truncate(files[0], 500); err != nil {
+		t.Fatal(err)
+	}
+	c = proxyClient(p.addr)
+	for i := range 3 {
+		if r := fetch(t, c, "GET", o.url("obj")); r.status != 200 || sha(r.body) != sha(pattern(90000)) {
+			t.Errorf("request %d: %d, %d bytes", i, r.status, len(r.body))
+		}
+	}
+	if _, err := p.waitLog(5*time.Second, "cache file unusable"); err != nil {
+		t.Error(err)
+	}
+	if hits, _ := o.counts("obj"); hits != 2 {
+		t.Errorf("origin asked %d times, want 2 (once more for the damaged file, then hits again)", hits)
+	}
+}

@@ -117,20 +117,17 @@ func (c *conn) cacheLookup() bool {
 	if e != nil && e.Decide(ex.req.Header, now) == httpcache.Serve && c.serveEntry(e, now) {
 		return true
 	}
-	st.req.URL = string(key)
-	if e != nil {
-		switch e.Decide(ex.req.Header, now) {
-		case httpcache.Revalidate:
-			if m == "GET" && !httpcache.Conditional(ex.req.Header) {
-				st.entry, st.reval = e, true
-				return false
-			}
-		}
-	}
+	// Not a hit: the key again (serveEntry may have used the buffer), as
+	// a string for storing, collapsing and logs.
+	st.req.URL = string(c.appendKey(c.cHeadSpace()))
 	if httpcache.ParseCacheControl(ex.req.Header).OnlyIfCached {
 		// RFC 9111 section 5.2.1.7: nothing usable is stored.
 		c.fail(504, "not in the cache (only-if-cached)")
 		return true
+	}
+	if e != nil && e.Decide(ex.req.Header, now) == httpcache.Revalidate && m == "GET" && !httpcache.Conditional(ex.req.Header) {
+		st.entry, st.reval = e, true
+		return false
 	}
 	if m == "GET" && collapsible(ex.req.Header) {
 		ex := c.ex
@@ -229,7 +226,6 @@ func (c *conn) serveEntry(e *httpcache.Entry, now time.Time) bool {
 			return true
 		}
 	}
-	c.s.stats[c.loop.ID()].CacheHits++
 	st.entry = e
 	ex.keepClient = !ex.req.Close && ex.req.Version == 1 && !c.cEOF
 	notModified := e.NotModified(ex.req.Header)
@@ -270,8 +266,10 @@ func (c *conn) serveEntry(e *httpcache.Entry, now time.Time) bool {
 			ex.cHead, ex.headOut, ex.status, st.entry = nil, false, 0, nil
 			return false
 		}
+		c.s.stats[c.loop.ID()].CacheHits++
 		return true
 	}
+	c.s.stats[c.loop.ID()].CacheHits++
 	c.runHit()
 	return true
 }
@@ -297,6 +295,9 @@ func (c *conn) opened(ex *exchange, fd int, err error) {
 	if err != nil {
 		c.s.warn.Log(slog.LevelWarn, "cache file unusable", "target", ex.t.url(), "err", err)
 		ex.cHead, ex.headOut, ex.status, st.entry = nil, false, 0, nil
+		if st.req.URL == "" { // a hit until now: the key was never a string
+			st.req.URL = string(c.appendKey(c.cHeadSpace()))
+		}
 		c.cacheFetch()
 		return
 	}
