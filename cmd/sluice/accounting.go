@@ -149,12 +149,11 @@ func checkAccounting(w io.Writer, cfg *config.Config) {
 		fmt.Fprintln(w, "accounting: off")
 		return
 	}
-	n, err := accounting.Verify(ac.Dir)
-	if err != nil {
+	if n, err := accounting.Verify(ac.Dir); err != nil {
 		fmt.Fprintf(w, "accounting: WARNING: %v; sluice run will set it aside and count from zero\n", err)
-		return
+	} else {
+		fmt.Fprintf(w, "accounting: %s, written every %s, %d identities\n", filepath.Join(ac.Dir, accounting.FileName), ac.Interval, n)
 	}
-	fmt.Fprintf(w, "accounting: %s, written every %s, %d identities\n", filepath.Join(ac.Dir, accounting.FileName), ac.Interval, n)
 	for i := range cfg.Users {
 		q := cfg.QuotaOf(&cfg.Users[i])
 		if q.Bytes == 0 && q.Time == 0 {
