@@ -530,3 +530,29 @@ func TestHTTPAccountingCorruptFile(t *testing.T) {
 		t.Errorf("bytes down in the new file: %s, want 7", fields[5])
 	}
 }
+
+// TestCLIAccounting checks `sluice accounting`'s help, usage errors and
+// the error without a daemon.
+func TestCLIAccounting(t *testing.T) {
+	cfg := newDaemonConfig(t)
+	cfg.write(t, "")
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"accounting", "--help"}, 0, "sluice accounting reset USER"},
+		{[]string{"help", "accounting"}, 0, "connected time"},
+		{[]string{"accounting"}, 2, "want show or reset"},
+		{[]string{"accounting", "reset"}, 2, "reset needs one USER"},
+		{[]string{"accounting", "show", "a", "b"}, 2, "show takes at most one USER"},
+		{[]string{"accounting", "frob"}, 2, `unknown subcommand "frob"`},
+		{[]string{"accounting", "show", "-c", cfg.path}, 1, "is sluice running with this config?"},
+	} {
+		res := runSluice(t, tc.args...)
+		if out := res.stdout + res.stderr; res.code != tc.code || !strings.Contains(out, tc.want) {
+			t.Errorf("sluice %s: exit %d, want %d with %q:\n%s", strings.Join(tc.args, " "), res.code, tc.code, tc.want, out)
+		}
+		checkNoPanic(t, res.stdout+res.stderr)
+	}
+}
