@@ -556,3 +556,24 @@ func TestCLIAccounting(t *testing.T) {
 		checkNoPanic(t, res.stdout+res.stderr)
 	}
 }
+
+// TestHTTPAccountingOff: with option accounting '0' nothing is counted
+// or written, and `accounting show` says so.
+func TestHTTPAccountingOff(t *testing.T) {
+	o := startOrigin(t, false)
+	cfg := newDaemonConfig(t)
+	cfg.global = "\toption accounting '0'\n"
+	addr := fmt.Sprintf("127.0.0.1:%d", acctPort(t))
+	cfg.write(t, httpSection("open", addr))
+	startSluice(t, "run", "-c", cfg.path)
+	if status, _, _, _ := curlMoved(t, addr, "http://"+o.hostPort()+"/bytes/100"); status != 200 {
+		t.Fatal(status)
+	}
+	res := runSluice(t, "accounting", "show", "-c", cfg.path)
+	if res.code != 1 || !strings.Contains(res.stderr, "accounting is off") {
+		t.Errorf("show with accounting off: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.dir, "acct")); !os.IsNotExist(err) {
+		t.Errorf("accounting directory created with accounting off (%v)", err)
+	}
+}
