@@ -198,6 +198,11 @@ func (e *Entry) derive() {
 	h := parseFields(e.Fields)
 	e.Header = h
 	e.cc = ParseCacheControl(h)
+	if e.cc.SMaxAge >= 0 {
+		// s-maxage carries proxy-revalidate for a shared cache (RFC 9111
+		// section 5.2.2.10).
+		e.cc.MustRevalidate = true
+	}
 	e.ETag, _ = h.Get("ETag")
 	e.LastModified, _ = h.Get("Last-Modified")
 	e.ContentType, _ = h.Get("Content-Type")

@@ -47,6 +47,7 @@ func TestAnalyzeAndDecide(t *testing.T) {
 		{name: "must-revalidate stale", status: 200, resp: []string{"Cache-Control: max-age=10, must-revalidate", "Last-Modified: " + date(t0.Add(-time.Hour))}, stored: true, lifetime: 10 * time.Second, later: 20 * time.Second, next: []string{"Cache-Control: max-stale=60"}, want: Revalidate},
 		{name: "max-stale without must-revalidate", status: 200, resp: []string{"Cache-Control: max-age=10", `ETag: "a"`}, stored: true, lifetime: 10 * time.Second, later: 20 * time.Second, next: []string{"Cache-Control: max-stale=60"}, want: Serve},
 		{name: "proxy-revalidate is must-revalidate", status: 200, resp: []string{"Cache-Control: max-age=10, proxy-revalidate", `ETag: "a"`}, stored: true, lifetime: 10 * time.Second, later: 20 * time.Second, next: []string{"Cache-Control: max-stale"}, want: Revalidate},
+		{name: "s-maxage implies proxy-revalidate", status: 200, resp: []string{"Cache-Control: s-maxage=10", `ETag: "a"`}, stored: true, lifetime: 10 * time.Second, later: 20 * time.Second, next: []string{"Cache-Control: max-stale=60"}, want: Revalidate},
 		{name: "expires", status: 200, resp: []string{"Date: " + now, "Expires: " + date(t0.Add(time.Hour))}, stored: true, lifetime: time.Hour, later: time.Minute, want: Serve},
 		{name: "expires invalid", status: 200, resp: []string{"Date: " + now, "Expires: 0", `ETag: "x"`}, stored: true, lifetime: 0, want: Revalidate},
 		{name: "expires past no validator", status: 200, resp: []string{"Date: " + now, "Expires: " + date(t0.Add(-time.Hour))}},
