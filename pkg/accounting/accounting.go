@@ -510,10 +510,10 @@ func (r *Record) Check(now time.Time) error {
 	r.update(now)
 	u := r.periods[q.Period]
 	r.mu.Unlock()
-	e := &QuotaError{Key: r.key, Quota: q, Bytes: u.bytesUp + u.bytesDown, Time: u.online,
-		Resets: time.Unix(0, u.end).In(r.acc.cfg.Location)}
-	if q.Bytes > 0 && e.Bytes >= q.Bytes || q.Time > 0 && e.Time >= q.Time {
-		return e
+	used := u.bytesUp + u.bytesDown
+	if q.Bytes > 0 && used >= q.Bytes || q.Time > 0 && u.online >= q.Time {
+		return &QuotaError{Key: r.key, Quota: q, Bytes: used, Time: u.online,
+			Resets: time.Unix(0, u.end).In(r.acc.cfg.Location)}
 	}
 	return nil
 }
