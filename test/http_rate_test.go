@@ -402,9 +402,21 @@ func TestHTTPRateCacheHits(t *testing.T) {
 	const size = slowRate // 1 s at alice's rate
 	var originHits atomic.Int64
 	body := pattern(size)
+	var revalidated atomic.Int64
 	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		originHits.Add(1)
-		w.Header().Set("Cache-Control", "max-age=600")
+		if r.URL.Path == "/reval" {
+			// Stored, but revalidated on every request.
+			w.Header().Set("Cache-Control", "no-cache")
+			w.Header().Set("ETag", `"v1"`)
+			if r.Header.Get("If-None-Match") == `"v1"` {
+				revalidated.Add(1)
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
+		} else {
+			w.Header().Set("Cache-Control", "max-age=600")
+		}
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		_, _ = w.Write(body)
 	}))
@@ -436,12 +448,22 @@ func TestHTTPRateCacheHits(t *testing.T) {
 	get(p, "alice", "alice, memory hit", 1, true)
 	get(p, "free", "free, memory hit", 1, false)
 
+	// Regression: the exchange's limits were dropped with its origin
+	// connection, so a hit served after a 304 came unlimited.
+	url = "http://" + o.Listener.Addr().String() + "/reval"
+	get(p, "free", "free, miss of a no-cache object", 2, false)
+	get(p, "alice", "alice, hit after a 304", 3, true)
+	if revalidated.Load() != 1 {
+		t.Fatalf("the origin answered %d 304s, want 1", revalidated.Load())
+	}
+	url = "http://" + o.Listener.Addr().String() + "/object"
+
 	p.signal(syscall.SIGTERM)
 	if code, _, err := p.waitExit(10 * time.Second); err != nil || code != 0 {
 		t.Fatalf("after SIGTERM: exit %d, %v", code, err)
 	}
 	p = startSluice(t, "run", "-c", cfg.path)
 	p.addr = listen
-	get(p, "alice", "alice, disk hit after a restart", 1, true)
-	get(p, "free", "free, hit after a restart", 1, false)
+	get(p, "alice", "alice, disk hit after a restart", 3, true)
+	get(p, "free", "free, hit after a restart", 3, false)
 }

@@ -92,7 +92,10 @@ func used(f *ratelimit.Flow, n, room int, err error) {
 	}
 }
 
-// rateStop ends the exchange's flows, giving back unread grants.
+// rateStop stops the exchange's flows when its origin connection goes,
+// giving back unread grants. The flows stay: an exchange that goes on (a
+// request sent again on a fresh connection, a hit served after a 304)
+// keeps its limits.
 func (c *conn) rateStop() {
 	if ex := c.ex; ex != nil && ex.rate != nil {
 		for _, f := range []*ratelimit.Flow{ex.rate.up, ex.rate.down} {
@@ -100,7 +103,6 @@ func (c *conn) rateStop() {
 				f.Stop(c.loop)
 			}
 		}
-		ex.rate = nil
 	}
 }
 

@@ -59,7 +59,8 @@ func (f *Flow) Used(n int, drained bool) {
 	}
 }
 
-// Stop cancels a wait and gives back the unread grant; the flow is done.
+// Stop cancels a wait and gives back the unread grant. The flow may be
+// used again; it starts from no grant.
 func (f *Flow) Stop(l *reactor.Loop) {
 	l.Cancel(&f.timer)
 	f.waiting = false
