@@ -29,7 +29,8 @@ type cacheCase struct {
 // cacheOrigin is a local origin that counts, per path, the requests it
 // gets and those that were revalidations (If-None-Match or
 // If-Modified-Since). A revalidation that matches the case's ETag or
-// Last-Modified gets 304.
+// Last-Modified gets 304; a request with "X-Change: no-store" gets the
+// body with Cache-Control: no-store.
 type cacheOrigin struct {
 	srv   *httptest.Server
 	old   string // Last-Modified of {old}
@@ -68,6 +69,14 @@ func (o *cacheOrigin) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	time.Sleep(cc.delay)
+	if r.Header.Get("X-Change") == "no-store" {
+		// The resource changed and may no longer be stored.
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Content-Length", strconv.Itoa(len(cc.body)))
+		w.WriteHeader(cc.status)
+		_, _ = w.Write(cc.body)
+		return
+	}
 	notModified := false
 	for _, f := range cc.fields {
 		k, v, _ := strings.Cut(f, ": ")
@@ -210,6 +219,7 @@ func TestHTTPCacheTable(t *testing.T) {
 		{"client-max-age-0", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=60", "Last-Modified: {old}"}}, []step{get, with("Cache-Control: max-age=0"), get}, 2, 1},
 		{"client-no-store", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=60"}}, []step{with("Cache-Control: no-store"), get, with("Cache-Control: no-store"), get}, 3, 0},
 		{"stale", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=1"}}, []step{get, {method: "GET", sleep: 2100 * time.Millisecond}}, 2, 0},
+		{"reval-now-no-store", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=0", `ETag: "n1"`}}, []step{get, with(`X-Change: no-store`), get}, 3, 1},
 		{"stale-etag", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=1", `ETag: "s"`}, reval: []string{"Cache-Control: max-age=600"}}, []step{get, {method: "GET", sleep: 2100 * time.Millisecond}, get}, 2, 1},
 		{"chunked", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=60"}, chunked: true}, []step{get, get}, 1, 0},
 		{"over-max-object", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=60"}}, []step{get, get}, 2, 0},

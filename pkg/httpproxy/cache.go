@@ -422,9 +422,7 @@ func (c *conn) cacheResponse(resp *httpmsg.Response) bool {
 	cache := c.s.cfg.Cache
 	if st.unsafe {
 		if resp.Status < 400 {
-			if files := cache.Invalidate(st.req.URL); len(files) > 0 {
-				_ = c.s.reactor.Pool().Submit(c.loop, func() func() { httpcache.RemoveFiles(files); return nil })
-			}
+			c.cacheInvalidate()
 		}
 		return false
 	}
@@ -453,18 +451,21 @@ func (c *conn) cacheResponse(resp *httpmsg.Response) bool {
 		})
 		return true
 	}
+	revalidated := st.reval
 	st.reval = false
 	c.s.stats[c.loop.ID()].CacheMisses++
-	if words := c.s.cfg.BodyWords; words != nil {
-		ct, _ := resp.Header.Get("Content-Type")
-		ce, _ := resp.Header.Get("Content-Encoding")
-		if filter.Scannable(ct, ce) {
-			c.cacheRelease()
-			return false
-		}
+	var e *httpcache.Entry
+	ct, _ := resp.Header.Get("Content-Type")
+	ce, _ := resp.Header.Get("Content-Encoding")
+	if c.s.cfg.BodyWords == nil || !filter.Scannable(ct, ce) {
+		e, _ = httpcache.Analyze(st.req, resp.Status, resp.Reason, resp.Header, st.reqTime, now)
 	}
-	e, _ := httpcache.Analyze(st.req, resp.Status, resp.Reason, resp.Header, st.reqTime, now)
 	if e == nil || resp.Framing == httpmsg.Length && resp.ContentLength > cache.MaxObject() {
+		if revalidated && resp.Status < 500 {
+			// A new answer that is not stored: the old one must not be
+			// served again either.
+			c.cacheInvalidate()
+		}
 		c.cacheRelease()
 		return false
 	}
@@ -474,6 +475,14 @@ func (c *conn) cacheResponse(resp *httpmsg.Response) bool {
 		st.body = make([]byte, 0, resp.ContentLength)
 	}
 	return false
+}
+
+// cacheInvalidate drops every stored variant of the request's URL; disk
+// files are removed in the pool.
+func (c *conn) cacheInvalidate() {
+	if files := c.s.cfg.Cache.Invalidate(c.ex.cache.req.URL); len(files) > 0 {
+		_ = c.s.reactor.Pool().Submit(c.loop, func() func() { httpcache.RemoveFiles(files); return nil })
+	}
 }
 
 // cacheTee copies response body bytes aside for storing; p is what goes
