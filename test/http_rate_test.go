@@ -361,12 +361,30 @@ func TestHTTPRateReload(t *testing.T) {
 func TestConfigRateErrors(t *testing.T) {
 	cfg := newDaemonConfig(t)
 	cfg.write(t, rateConfig(t, rateListen(4), "443", "8mbit"))
-	if res := runSluice(t, "check", "-c", cfg.path); res.code != 0 {
+	res := runSluice(t, "check", "-c", cfg.path)
+	if res.code != 0 {
 		t.Fatalf("check refused the rate config: %s", res.stderr)
+	}
+	// The summary shows each user's limits as class and user combine.
+	for _, want := range []string{
+		"user 'alice': rate_up 4mbit, rate_down 8mbit (class 'slow')\n",
+		"user 'dave': rate_up 4mbit, rate_down 4mbit (class 'slow')\n",
+		"user 'carol': max_conns 2 (class 'two')\n",
+	} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("check summary lacks %q:\n%s", want, res.stdout)
+		}
+	}
+	if strings.Contains(res.stdout, "user 'free'") || strings.Contains(res.stdout, "note:") {
+		t.Errorf("check summary:\n%s", res.stdout)
+	}
+	cfg.write(t, strings.Replace(rateConfig(t, rateListen(4), "443", "8mbit"), "option auth '1'", "option auth '0'", 1))
+	if res := runSluice(t, "check", "-c", cfg.path); !strings.Contains(res.stdout, "note: rate and connection limits apply to users") {
+		t.Errorf("check says nothing of limits without auth:\n%s", res.stdout)
 	}
 	cfg.write(t, "config class 'kids'\n\toption rate_down '10 mbit'\n\toption burst '1'\n\toption max_conns '0'\n\n"+
 		"config user 'bob'\n\toption password '$2a$04$Jo8bBfNbMO1QK4wz3wYsq.1BWLh9j6r.BNsydz2VJyFmb0FyvUZFu'\n\toption rate_up 'fast'\n")
-	res := runSluice(t, "check", "-c", cfg.path)
+	res = runSluice(t, "check", "-c", cfg.path)
 	if res.code == 0 {
 		t.Fatalf("check accepted a bad file:\n%s", res.stdout)
 	}

@@ -92,6 +92,7 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 	}
 	printSummary(stdout, cfg)
 	checkAccounting(stdout, cfg)
+	checkRates(stdout, cfg)
 	return nil
 }
 

@@ -3,8 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 
+	"github.com/sluice-proxy/sluice/pkg/config"
 	"github.com/sluice-proxy/sluice/pkg/daemon"
 	"github.com/sluice-proxy/sluice/pkg/ratelimit"
 )
@@ -31,4 +33,43 @@ func printRates(w io.Writer, rates []daemon.RateStats) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.User, rate(r.RateUp), rate(r.RateDown), conns)
 	}
 	tw.Flush()
+}
+
+// checkRates adds each limited user's limits, as the class and user
+// options combine, to `sluice check`'s summary, and says when no proxy
+// identifies users (limits apply to users only).
+func checkRates(w io.Writer, cfg *config.Config) {
+	limited := 0
+	for i := range cfg.Users {
+		u := &cfg.Users[i]
+		l := cfg.LimitsOf(u)
+		if l.IsZero() {
+			continue
+		}
+		limited++
+		var parts []string
+		if l.Up > 0 {
+			parts = append(parts, "rate_up "+ratelimit.FormatRate(l.Up))
+		}
+		if l.Down > 0 {
+			parts = append(parts, "rate_down "+ratelimit.FormatRate(l.Down))
+		}
+		if l.MaxConns > 0 {
+			parts = append(parts, fmt.Sprintf("max_conns %d", l.MaxConns))
+		}
+		from := ""
+		if u.Class != "" {
+			from = fmt.Sprintf(" (class '%s')", u.Class)
+		}
+		fmt.Fprintf(w, "user '%s': %s%s\n", u.Name, strings.Join(parts, ", "), from)
+	}
+	if limited == 0 {
+		return
+	}
+	for _, h := range cfg.HTTPProxies {
+		if h.Auth {
+			return
+		}
+	}
+	fmt.Fprintln(w, "note: rate and connection limits apply to users, and no http_proxy has `option auth '1'`")
 }
