@@ -577,3 +577,39 @@ func TestHTTPAccountingOff(t *testing.T) {
 		t.Errorf("accounting directory created with accounting off (%v)", err)
 	}
 }
+
+// TestIntegrationAccountingDropsPrivileges: the counters directory is
+// handed to the user sluice drops to, so its writes still work.
+func TestIntegrationAccountingDropsPrivileges(t *testing.T) {
+	requireRoot(t)
+	o := startOrigin(t, false)
+	cfg := newDaemonConfig(t)
+	if err := os.Chmod(cfg.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg.global = "\toption user 'nobody'\n"
+	addr := fmt.Sprintf("127.0.0.1:%d", acctPort(t))
+	cfg.write(t, httpSection("open", addr))
+	p := startSluice(t, "run", "-c", cfg.path)
+	if status, _, _, _ := curlMoved(t, addr, "http://"+o.hostPort()+"/bytes/321"); status != 200 {
+		t.Fatal(status)
+	}
+	p.signal(syscall.SIGHUP)
+	if _, err := p.waitLog(5*time.Second, "msg=reloaded"); err != nil {
+		t.Fatal(err)
+	}
+	if l := p.stderr.matching("flush failed"); len(l) != 0 {
+		t.Fatalf("writing as nobody: %q", l)
+	}
+	file := filepath.Join(cfg.dir, "acct", "accounting")
+	fi, err := os.Stat(file)
+	if err != nil {
+		t.Fatalf("no counters file after SIGHUP as nobody: %v", err)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || st.Uid != 65534 {
+		t.Errorf("counters file owned by %v, want nobody (65534)", fi.Sys())
+	}
+	if e := acctShow(t, cfg)["addr:127.0.0.1"]; e.BytesDown != 321 {
+		t.Errorf("counted %+v, want 321 bytes down", e)
+	}
+}
