@@ -148,31 +148,23 @@ func exchange(t *testing.T, a, b *net.TCPConn, size int64, slow bool) {
 	a.SetDeadline(deadline)
 	b.SetDeadline(deadline)
 	var wg sync.WaitGroup
+	// Each field is written by one goroutine only: the sender's and the
+	// receiver's errors apart (one err written by both was a data race).
 	type result struct {
-		sent, got [32]byte
-		n         int64
-		err       error
+		sent, got        [32]byte
+		n                int64
+		sendErr, recvErr error
 	}
 	var ab, ba result
 	wg.Add(4)
-	go func() { defer wg.Done(); ab.sent, ab.err = send(a, 1, size) }()
-	go func() { defer wg.Done(); ba.sent, ba.err = send(b, 2, size) }()
-	go func() {
-		defer wg.Done()
-		var err error
-		ab.got, ab.n, err = receive(b, slow)
-		ab.err = errors.Join(ab.err, err)
-	}()
-	go func() {
-		defer wg.Done()
-		var err error
-		ba.got, ba.n, err = receive(a, false)
-		ba.err = errors.Join(ba.err, err)
-	}()
+	go func() { defer wg.Done(); ab.sent, ab.sendErr = send(a, 1, size) }()
+	go func() { defer wg.Done(); ba.sent, ba.sendErr = send(b, 2, size) }()
+	go func() { defer wg.Done(); ab.got, ab.n, ab.recvErr = receive(b, slow) }()
+	go func() { defer wg.Done(); ba.got, ba.n, ba.recvErr = receive(a, false) }()
 	wg.Wait()
 	for name, r := range map[string]result{"a->b": ab, "b->a": ba} {
-		if r.err != nil {
-			t.Errorf("%s: %v", name, r.err)
+		if err := errors.Join(r.sendErr, r.recvErr); err != nil {
+			t.Errorf("%s: %v", name, err)
 		}
 		if r.n != size || r.sent != r.got {
 			t.Errorf("%s: got %d bytes sha256 %x, want %d bytes sha256 %x", name, r.n, r.got[:8], size, r.sent[:8])
