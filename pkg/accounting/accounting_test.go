@@ -726,3 +726,27 @@ func TestFlushRetriesAfterAFailedWrite(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestStaleTempFilesRemoved(t *testing.T) {
+	dir := t.TempDir()
+	old := filepath.Join(dir, FileName+".123.tmp")
+	fresh := filepath.Join(dir, FileName+".456.tmp")
+	for _, p := range []string{old, fresh} {
+		if err := os.WriteFile(p, []byte("half a write"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	past := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(old, past, past); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Config{Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Errorf("an hour-old temp file is still there (%v)", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Errorf("a fresh temp file (a write in progress) was removed: %v", err)
+	}
+}

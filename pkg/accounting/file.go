@@ -224,9 +224,26 @@ func Verify(dir string) (int, error) {
 	return len(states), nil
 }
 
+// staleTemp is the age past which a temp file is the leftover of a crash
+// during a write (a write takes milliseconds).
+const staleTemp = time.Minute
+
+// removeStaleTemps deletes temp files a crash left in dir. Recent ones may
+// be another process's write in progress (a second sluice given the same
+// directory) and stay.
+func removeStaleTemps(dir string, now time.Time) {
+	tmps, _ := filepath.Glob(filepath.Join(dir, FileName+".*.tmp"))
+	for _, p := range tmps {
+		if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() && now.Sub(fi.ModTime()) > staleTemp {
+			os.Remove(p)
+		}
+	}
+}
+
 // loadFile reads dir/FileName. A missing file is no error and no records;
 // a corrupt one is renamed aside and reported as *CorruptError.
 func loadFile(dir string, now time.Time) ([]state, error) {
+	removeStaleTemps(dir, time.Now())
 	data, err := readFile(dir)
 	if err != nil || data == nil {
 		return nil, err
