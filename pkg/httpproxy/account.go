@@ -45,7 +45,7 @@ func (c *conn) account() bool {
 		if ex.tunnel {
 			target = ex.t.authority()
 		}
-		c.s.warn.Log(slog.LevelWarn, "quota exceeded", "client", c.client.String(), "user", ex.user,
+		c.s.warn.Log(slog.LevelWarn, "quota exceeded", "client", c.client.String(), "user", c.acct.Key(),
 			"method", ex.req.Method, "target", target, "err", err)
 		c.fail(403, err.Error())
 		return false
