@@ -67,7 +67,7 @@ func httpSpecs(cache bool) []relaySpec {
 	return []relaySpec{
 		{name: "direct (no proxy)", kind: "direct"},
 		{name: "sluice http-proxy --loops 1", kind: "sluice", args: sluice("1")},
-		{name: "sluice http-proxy (2 loops)", kind: "sluice", args: sluice("")},
+		{name: "sluice http-proxy (default loops: 1 on one CPU)", kind: "sluice", args: sluice("")},
 		squid,
 		{name: "tinyproxy", kind: "tinyproxy", args: func(_ *bench, dir, l, _ string) ([]string, error) {
 			host, port, _ := net.SplitHostPort(l)
