@@ -3,6 +3,8 @@ package httpcache
 import (
 	"bytes"
 	"testing"
+
+	"github.com/sluice-proxy/sluice/pkg/httpmsg"
 	"time"
 )
 
@@ -69,5 +71,28 @@ func FuzzDecodeHead(f *testing.F) {
 			t.Fatalf("inconsistent entry: %d+%d bytes from a %d-byte file", off, e.BodyLen, len(b))
 		}
 		e.derive() // what indexing does next
+	})
+}
+
+// FuzzMatches checks that Matches agrees with comparing VaryValues, the
+// form entries are stored with.
+func FuzzMatches(f *testing.F) {
+	f.Add("gzip, br", "gzip,br", "en")
+	f.Add(" , gzip", "", "de, en")
+	f.Add("a,b", "a", "")
+	f.Fuzz(func(t *testing.T, stored, v1, v2 string) {
+		names := []string{"accept-encoding"}
+		e := &Entry{VaryNames: names, VaryValues: VaryValues(names, hdr("Accept-Encoding: "+stored))}
+		var h httpmsg.Header
+		if v1 != "" {
+			h = append(h, httpmsg.Field{Name: "Accept-Encoding", Value: v1})
+		}
+		if v2 != "" {
+			h = append(h, httpmsg.Field{Name: "accept-encoding", Value: v2})
+		}
+		want := VaryValues(names, h)[0] == e.VaryValues[0]
+		if got := e.Matches(h); got != want {
+			t.Fatalf("stored %q, request %q: Matches %v, VaryValues agree %v", stored, h, got, want)
+		}
 	})
 }

@@ -346,16 +346,46 @@ func VaryValues(names []string, h httpmsg.Header) []string {
 // Matches reports whether e is the variant for a request with header h
 // (RFC 9111 section 4.1).
 func (e *Entry) Matches(h httpmsg.Header) bool {
-	if len(e.VaryNames) == 0 {
-		return true
-	}
-	got := VaryValues(e.VaryNames, h)
-	for i := range got {
-		if got[i] != e.VaryValues[i] {
+	for i, name := range e.VaryNames {
+		if !matchValue(h, name, e.VaryValues[i]) {
 			return false
 		}
 	}
 	return true
+}
+
+// matchValue reports whether VaryValues would give want for field name
+// of h, without building it (a lookup allocates nothing).
+func matchValue(h httpmsg.Header, name, want string) bool {
+	pos, found, first := 0, false, true
+	for _, f := range h {
+		if !httpmsg.EqualFold(f.Name, name) {
+			continue
+		}
+		found = true
+		for v := f.Value; len(v) > 0; {
+			var part string
+			part, v, _ = strings.Cut(v, ",")
+			if part = strings.TrimSpace(part); part == "" {
+				continue
+			}
+			if !first {
+				if pos >= len(want) || want[pos] != ',' {
+					return false
+				}
+				pos++
+			}
+			if !strings.HasPrefix(want[pos:], part) {
+				return false
+			}
+			pos += len(part)
+			first = false
+		}
+	}
+	if !found {
+		return want == "\x00"
+	}
+	return pos == len(want)
 }
 
 // Conditional reports whether a request has a precondition field; such a
