@@ -105,3 +105,26 @@ func TestParseHTTPProxyErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestParseHTTPCache(t *testing.T) {
+	text := `
+config http_proxy 'cache'
+	option listen ':3128'
+	option cache_size '64M'
+	option cache_max_object '512K'
+	option cache_dir '/var/cache/sluice'
+	option cache_dir_size '1G'
+`
+	cfg, errs := Parse("t.conf", []byte(text))
+	if errs != nil {
+		t.Fatal(errs)
+	}
+	h := cfg.HTTPProxies[0]
+	if h.CacheSize != 64<<20 || h.CacheMaxObject != 512<<10 || h.CacheDir != "/var/cache/sluice" || h.CacheDirSize != 1<<30 {
+		t.Errorf("cache options: %d %d %q %d", h.CacheSize, h.CacheMaxObject, h.CacheDir, h.CacheDirSize)
+	}
+	if _, errs := Parse("t.conf", []byte("config http_proxy 'x'\n\toption listen ':3128'\n\toption cache_dir 'cache'\n")); errs == nil ||
+		!strings.Contains(errs.Error(), "t.conf:3") || !strings.Contains(errs.Error(), "absolute") {
+		t.Errorf("relative cache_dir: %v", errs)
+	}
+}
