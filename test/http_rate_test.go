@@ -247,6 +247,21 @@ func TestHTTPRateUploadAndTunnel(t *testing.T) {
 		}
 		checkRate(t, "bob, tunnel", r.took, size, fastRate)
 	})
+
+	t.Run("CONNECT tunnel upload at rate_up", func(t *testing.T) {
+		const size = upRate
+		data := pattern(size)
+		path := writeFile(t, data)
+		curl := requireTool(t, "curl", "curl")
+		start := time.Now()
+		out, err := exec.Command(curl, "-sSk", "--max-time", "30", "--proxy", "http://"+p.addr, "--proxy-user", "alice:pw",
+			"--data-binary", "@"+path, "-D", "-", "-o", "/dev/null", "https://"+tlsOrigin.hostPort()+"/echo").Output()
+		took := time.Since(start)
+		if err != nil || !strings.Contains(string(out), "X-Body-Sha256: "+sha(data)) {
+			t.Fatalf("upload through the tunnel: %v\n%s", err, out)
+		}
+		checkRate(t, "alice, tunnel upload", took, size, upRate)
+	})
 }
 
 // TestHTTPRateMaxConns: a user of a class with max_conns '2' gets 429 on a
