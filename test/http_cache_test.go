@@ -100,6 +100,7 @@ func (o *cacheOrigin) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(cc.status)
 	if cc.chunked {
+		w.(http.Flusher).Flush() // chunked even when the body is empty
 		for b := cc.body; len(b) > 0; {
 			k := min(5000, len(b))
 			_, _ = w.Write(b[:k])
@@ -224,13 +225,17 @@ func TestHTTPCacheTable(t *testing.T) {
 		{"chunked", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=60"}, chunked: true}, []step{get, get}, 1, 0},
 		{"over-max-object", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=60"}}, []step{get, get}, 2, 0},
 		{"over-max-object-chunked", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=60"}, chunked: true}, []step{get, get}, 2, 0},
+		{"empty-chunked", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=60", `ETag: "e"`}, chunked: true}, []step{get, get, with("Cache-Control: no-cache"), get}, 2, 1},
 		{"head-from-get", cacheCase{status: 200, fields: []string{"Cache-Control: max-age=60"}}, []step{get, {method: "HEAD"}}, 1, 0},
 	}
 	cases := map[string]cacheCase{}
 	for _, tt := range tests {
 		n := 3000 + len(tt.name)*1000
-		if strings.HasPrefix(tt.name, "over-max-object") {
+		switch {
+		case strings.HasPrefix(tt.name, "over-max-object"):
 			n = 200 << 10
+		case strings.HasPrefix(tt.name, "empty"):
+			n = 0
 		}
 		tt.c.body = body(tt.name, n)
 		cases[tt.name] = tt.c

@@ -525,6 +525,9 @@ func (c *conn) cacheFinish() {
 	st.fill = nil
 	if ex.respDone {
 		e.Body = st.body
+		if e.Body == nil {
+			e.Body = []byte{} // empty, but a memory entry (Body nil means on disk)
+		}
 		e.BodyLen = int64(len(st.body))
 		cache := c.s.cfg.Cache
 		cache.Put(e)
