@@ -210,6 +210,7 @@ type httpLoadResult struct {
 	P50      float64 `json:"p50_us"`
 	P99      float64 `json:"p99_us"`
 	P999     float64 `json:"p999_us"`
+	Max      float64 `json:"max_us"`
 	Errors   int64   `json:"errors"`
 	Reconns  int64   `json:"reconnects"`
 }
@@ -365,7 +366,7 @@ func runHTTPLoad(args []string) error {
 	}
 	return json.NewEncoder(os.Stdout).Encode(httpLoadResult{
 		Requests: int64(len(all)), RPS: float64(len(all)) / elapsed.Seconds(),
-		P50: pct(0.50), P99: pct(0.99), P999: pct(0.999), Errors: errs.Load(),
+		P50: pct(0.50), P99: pct(0.99), P999: pct(0.999), Max: pct(1), Errors: errs.Load(),
 		Reconns: reconns.Load() - int64(*conns),
 	})
 }
