@@ -427,6 +427,9 @@ func TestHTTPCacheFilter(t *testing.T) {
 	listen := "127.0.0.1:24150"
 	opts := []string{"option cache_size '1M'", "option cache_dir '" + dir + "'"}
 	p := startCachingDaemon(t, cfg, listen, opts...)
+	if res := runSluice(t, "check", "-c", cfg.path); !strings.Contains(res.stdout, "cache 1048576 bytes and "+dir) {
+		t.Errorf("sluice check does not show the cache:\n%s", res.stdout)
+	}
 	c := proxyClient(p.addr)
 	// Without the filter: stored in memory and on disk.
 	if r := fetch(t, c, "GET", o.url("text-bad")); r.status != 200 {

@@ -23,6 +23,12 @@ func printHTTPSummary(w io.Writer, cfg *config.Config) {
 		if n := len(h.BlockURLs) + len(h.BlockWords); n > 0 {
 			fmt.Fprintf(w, ", %d filters", n)
 		}
+		if h.CacheSize > 0 {
+			fmt.Fprintf(w, ", cache %d bytes", h.CacheSize)
+			if h.CacheDir != "" {
+				fmt.Fprintf(w, " and %s", h.CacheDir)
+			}
+		}
 		fmt.Fprintln(w)
 	}
 	for _, name := range cfg.HTTPDisabled {
