@@ -218,6 +218,9 @@ func runHTTPProxy(args []string, stderr io.Writer) error {
 	defer signal.Stop(sigs)
 
 	var cache *httpcache.Cache
+	if f.cache.MaxBytes == 0 && (f.cache.Dir != "" || f.cache.MaxObject != 0 || f.cache.DirMaxBytes != 0) {
+		return fmt.Errorf("%w: --cache-dir, --cache-max-object and --cache-dir-size need --cache-size", errUsage)
+	}
 	if f.cache.MaxBytes > 0 {
 		f.cache.Log = log
 		if cache, err = httpcache.New(f.cache); err != nil {

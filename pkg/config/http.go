@@ -216,6 +216,11 @@ func parseHTTPSection(cfg *Config, s *Section, fail failFunc) bool {
 		if s.option("listen") == nil && !s.Broken {
 			fail("listen", s.Line, "missing: add `option listen ':3128'`")
 		}
+		for _, name := range []string{"cache_dir", "cache_max_object", "cache_dir_size"} {
+			if o := s.option(name); o != nil && h.CacheSize == 0 {
+				fail(name, o.Line, "the cache is off: add `option cache_size '64M'`")
+			}
+		}
 		checkInterfaceListen(s, h.Interface, h.Listen, fail)
 		if enabled {
 			cfg.HTTPProxies = append(cfg.HTTPProxies, h)

@@ -123,8 +123,12 @@ config http_proxy 'cache'
 	if h.CacheSize != 64<<20 || h.CacheMaxObject != 512<<10 || h.CacheDir != "/var/cache/sluice" || h.CacheDirSize != 1<<30 {
 		t.Errorf("cache options: %d %d %q %d", h.CacheSize, h.CacheMaxObject, h.CacheDir, h.CacheDirSize)
 	}
-	if _, errs := Parse("t.conf", []byte("config http_proxy 'x'\n\toption listen ':3128'\n\toption cache_dir 'cache'\n")); errs == nil ||
-		!strings.Contains(errs.Error(), "t.conf:3") || !strings.Contains(errs.Error(), "absolute") {
+	if _, errs := Parse("t.conf", []byte("config http_proxy 'x'\n\toption listen ':3128'\n\toption cache_dir '/c'\n")); errs == nil ||
+		!strings.Contains(errs.Error(), "t.conf:3") || !strings.Contains(errs.Error(), "cache_size") {
+		t.Errorf("cache_dir without cache_size: %v", errs)
+	}
+	if _, errs := Parse("t.conf", []byte("config http_proxy 'x'\n\toption listen ':3128'\n\toption cache_size '1M'\n\toption cache_dir 'cache'\n")); errs == nil ||
+		!strings.Contains(errs.Error(), "t.conf:4") || !strings.Contains(errs.Error(), "absolute") {
 		t.Errorf("relative cache_dir: %v", errs)
 	}
 }
