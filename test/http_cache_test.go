@@ -693,3 +693,40 @@ func TestHTTPCacheDiskDamagedAfterStart(t *testing.T) {
 		t.Errorf("origin asked %d times, want 2 (once more for the damaged file, then hits again)", hits)
 	}
 }
+
+// TestIntegrationHTTPCacheDirAfterDrop runs sluice as root with `option
+// user 'nobody'`: the cache directory (and a file left in it by an
+// earlier root run) belongs to nobody, so the disk store still writes
+// after the privilege drop.
+func TestIntegrationHTTPCacheDirAfterDrop(t *testing.T) {
+	requireRoot(t)
+	o := startCacheOrigin(t, map[string]cacheCase{"doc": {status: 200, fields: []string{"Cache-Control: max-age=600"}, body: pattern(5000)}})
+	base := t.TempDir()
+	for _, d := range []string{filepath.Dir(base), base} { // nobody must reach the cache
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := filepath.Join(base, "cache")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old := filepath.Join(dir, "left-by-root")
+	if err := os.WriteFile(old, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := newDaemonConfig(t)
+	cfg.global = "\toption user 'nobody'\n"
+	p := startCachingDaemon(t, cfg, "127.0.0.1:24195", "option cache_size '1M'", "option cache_dir '"+dir+"'")
+	fetch(t, proxyClient(p.addr), "GET", o.url("doc"))
+	files := waitFiles(t, dir, 1)
+	for _, f := range append(files, dir, old) {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != 65534 {
+			t.Errorf("%s belongs to uid %d, want nobody (65534)", f, uid)
+		}
+	}
+}

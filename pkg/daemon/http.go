@@ -11,7 +11,6 @@ import (
 	"github.com/sluice-proxy/sluice/pkg/config"
 	"github.com/sluice-proxy/sluice/pkg/endpoint"
 	"github.com/sluice-proxy/sluice/pkg/filter"
-	"github.com/sluice-proxy/sluice/pkg/httpcache"
 	"github.com/sluice-proxy/sluice/pkg/httpproxy"
 )
 
@@ -95,8 +94,7 @@ func (d *Daemon) newHTTP(h config.HTTPProxy, cfg *config.Config, users *auth.Use
 		hc.BodyWords = w
 	}
 	if h.CacheSize > 0 {
-		c, err := httpcache.New(httpcache.Config{MaxBytes: h.CacheSize, MaxObject: h.CacheMaxObject,
-			Dir: h.CacheDir, DirMaxBytes: h.CacheDirSize, Log: d.log.With("http_proxy", h.Name)})
+		c, err := d.newCache(h, cfg.Global)
 		if err != nil {
 			return nil, fmt.Errorf("http_proxy '%s': %w", h.Name, err)
 		}
