@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -251,8 +252,18 @@ func checkHTTP(cfg *Config) Errors {
 	for _, f := range cfg.Forwards {
 		taken[f.Interface+"|"+f.Listen.String()] = fmt.Sprintf("forward '%s' (line %d)", f.Name, f.Line)
 	}
+	cacheDirs := map[string]string{}
 	for _, h := range cfg.HTTPProxies {
 		label := fmt.Sprintf("http_proxy '%s'", h.Name)
+		if d := filepath.Clean(h.CacheDir); h.CacheDir != "" {
+			// Two disk stores in one directory would evict each other's
+			// files behind their indexes.
+			if prev, ok := cacheDirs[d]; ok {
+				errs = append(errs, &Error{File: cfg.File, Line: h.Line, Section: label, Option: "cache_dir",
+					Msg: fmt.Sprintf("%s is already the cache_dir of %s", h.CacheDir, prev)})
+			}
+			cacheDirs[d] = fmt.Sprintf("%s (line %d)", label, h.Line)
+		}
 		if h.Auth && len(cfg.Users) == 0 {
 			errs = append(errs, &Error{File: cfg.File, Line: h.Line, Section: label, Option: "auth",
 				Msg: "auth is on but no `config user` section exists"})

@@ -123,6 +123,11 @@ config http_proxy 'cache'
 	if h.CacheSize != 64<<20 || h.CacheMaxObject != 512<<10 || h.CacheDir != "/var/cache/sluice" || h.CacheDirSize != 1<<30 {
 		t.Errorf("cache options: %d %d %q %d", h.CacheSize, h.CacheMaxObject, h.CacheDir, h.CacheDirSize)
 	}
+	two := "config http_proxy 'a'\n\toption listen ':3128'\n\toption cache_size '1M'\n\toption cache_dir '/c'\n\n" +
+		"config http_proxy 'b'\n\toption listen ':3129'\n\toption cache_size '1M'\n\toption cache_dir '/c/'\n"
+	if _, errs := Parse("t.conf", []byte(two)); errs == nil || !strings.Contains(errs.Error(), "t.conf:6") || !strings.Contains(errs.Error(), "already the cache_dir of http_proxy 'a'") {
+		t.Errorf("two proxies in one cache_dir: %v", errs)
+	}
 	if _, errs := Parse("t.conf", []byte("config http_proxy 'x'\n\toption listen ':3128'\n\toption cache_dir '/c'\n")); errs == nil ||
 		!strings.Contains(errs.Error(), "t.conf:3") || !strings.Contains(errs.Error(), "cache_size") {
 		t.Errorf("cache_dir without cache_size: %v", errs)
