@@ -292,9 +292,11 @@ func decodeHead(r io.Reader, size int64) (*Entry, int64, error) {
 		ResponseTime: m.ResponseTime, AgeValue: m.AgeValue, VaryNames: m.VaryNames, VaryValues: m.VaryValues, BodyLen: m.BodyLen}, off, nil
 }
 
-// OpenBody opens a disk entry's file for sending its body and checks its
-// size; a damaged file is dropped from the index and removed. It blocks:
-// run it in the reactor's pool. The caller closes the fd.
+// OpenBody opens a disk entry's file for sending its body, checks its
+// size and reads the body into the page cache (so sendfile on a loop
+// does not wait for the disk); a damaged file is dropped from the index
+// and removed. It blocks: run it in the reactor's pool. The caller closes
+// the fd.
 func (c *Cache) OpenBody(e *Entry) (int, error) {
 	fd, err := sys.Open(e.File)
 	if err != nil {
@@ -311,7 +313,7 @@ func (c *Cache) OpenBody(e *Entry) (int, error) {
 		_ = os.Remove(e.File)
 		return -1, err
 	}
-	sys.WillNeed(fd, e.BodyOff, e.BodyLen)
+	sys.ReadAhead(fd, e.BodyOff, e.BodyLen)
 	return fd, nil
 }
 

@@ -44,9 +44,14 @@ func FileSize(fd int) (int64, error) {
 	return st.Size, nil
 }
 
-// WillNeed asks the kernel to read n bytes of fd from off into the page
-// cache ahead of use (posix_fadvise WILLNEED); errors are ignored, the
-// hint is only a hint.
-func WillNeed(fd int, off, n int64) {
-	_ = unix.Fadvise(fd, off, n, unix.FADV_WILLNEED)
+// ReadAhead reads n bytes of fd from off into the page cache and, where
+// readahead(2) is available (64-bit, readahead_64bit.go), waits for it;
+// elsewhere, or when it fails, posix_fadvise WILLNEED only starts the
+// read. It blocks: call it off the loops, so that a sendfile on a loop
+// then finds the pages in memory. Errors are ignored: this is only a
+// hint.
+func ReadAhead(fd int, off, n int64) {
+	if readahead(fd, off, n) != nil {
+		_ = unix.Fadvise(fd, off, n, unix.FADV_WILLNEED)
+	}
 }
