@@ -530,6 +530,16 @@ func TestHTTPCacheDisk(t *testing.T) {
 			t.Errorf("%s: origin asked %d times after the restart, want 1", n, hits)
 		}
 	}
+	// The disk hits were promoted to memory for the next ones.
+	var cs map[string]any
+	for _, sv := range daemonStats(t, cfg)["services"].([]any) {
+		if m, ok := sv.(map[string]any)["cache"].(map[string]any); ok {
+			cs = m
+		}
+	}
+	if cs == nil || cs["mem_entries"] != 2.0 || cs["disk_entries"] != 2.0 || cs["hits"] != 3.0 {
+		t.Errorf("cache after the restart (want 2 entries promoted to memory, 3 hits): %v", cs)
+	}
 	stop(p)
 
 	// Truncate the big object's file: discarded at start, fetched again.

@@ -317,6 +317,33 @@ func (c *Cache) OpenBody(e *Entry) (int, error) {
 	return fd, nil
 }
 
+// Promote copies a disk entry's body from fd, its open file, into the
+// memory store, so that later hits are served from memory (a hot object
+// after a restart, or one memory had evicted). It blocks: run it in the
+// pool, after OpenBody. A body that memory cannot hold is left on disk.
+func (c *Cache) Promote(e *Entry, fd int) error {
+	if e.BodyLen > c.cfg.MaxObject || e.BodyLen+int64(len(e.URL)+len(e.Fields))+entryOverhead > c.mem.max {
+		return nil
+	}
+	body := make([]byte, e.BodyLen)
+	for off := 0; off < len(body); {
+		n, err := sys.Pread(fd, body[off:], e.BodyOff+int64(off))
+		if err != nil {
+			return fmt.Errorf("cache: promote %s: %w", e.URL, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("%w: %s ends early", ErrDamaged, e.File)
+		}
+		off += n
+	}
+	m := &Entry{URL: e.URL, Status: e.Status, Reason: e.Reason, Fields: e.Fields, RequestTime: e.RequestTime,
+		ResponseTime: e.ResponseTime, AgeValue: e.AgeValue, VaryNames: e.VaryNames, VaryValues: e.VaryValues,
+		Body: body, BodyLen: e.BodyLen}
+	m.derive()
+	c.Put(m)
+	return nil
+}
+
 // forget drops a disk entry from the index.
 func (c *Cache) forget(e *Entry) {
 	c.mu.Lock()

@@ -141,6 +141,12 @@ func TestDiskStore(t *testing.T) {
 	if _, err := f.ReadAt(got, d.BodyOff); err != nil || !bytes.Equal(got, body) {
 		t.Errorf("body read back: %v, equal %v", err, bytes.Equal(got, body))
 	}
+	if err := c2.Promote(d, fd); err != nil {
+		t.Fatal(err)
+	}
+	if m := c2.Lookup(Request{URL: "http://h/disk"}); m == nil || m.File != "" || !bytes.Equal(m.Body, body) || m.ETag != `"d"` {
+		t.Errorf("after Promote, the entry is not served from memory: %+v", m)
+	}
 	f.Close()
 	if _, err := os.Stat(filepath.Join(dir, tmpPrefix+"123")); !os.IsNotExist(err) {
 		t.Errorf("temporary file not removed: %v", err)

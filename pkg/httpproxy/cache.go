@@ -255,6 +255,12 @@ func (c *conn) serveEntry(e *httpcache.Entry, now time.Time) bool {
 					c.s.warn.Log(slog.LevelWarn, "cache write failed", "err", werr)
 				}
 			}
+			if err == nil {
+				// This hit still goes by sendfile; later ones from memory.
+				if perr := cache.Promote(e, fd); perr != nil {
+					c.s.warn.Log(slog.LevelWarn, "cache file unreadable", "err", perr)
+				}
+			}
 			return func() { c.opened(ex, fd, err) }
 		})
 		if err != nil {

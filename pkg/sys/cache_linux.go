@@ -35,6 +35,16 @@ func Sendfile(out, in int, off *int64, n int) (int, error) {
 	return unix.Sendfile(out, in, off, n)
 }
 
+// Pread reads from fd at off without moving its offset (blocking: off the
+// loops).
+func Pread(fd int, p []byte, off int64) (int, error) {
+	n, err := unix.Pread(fd, p, off)
+	if err != nil {
+		return 0, os.NewSyscallError("pread", err)
+	}
+	return n, nil
+}
+
 // FileSize returns the size of the open file fd.
 func FileSize(fd int) (int64, error) {
 	var st unix.Stat_t
