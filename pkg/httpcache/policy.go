@@ -154,7 +154,7 @@ func Analyze(req Request, status int, reason string, h httpmsg.Header, reqTime, 
 	e.derive()
 	_, hasExpires := h.Get("Expires")
 	explicit := cc.MaxAge >= 0 || cc.SMaxAge >= 0 || hasExpires || cc.Public
-	if !explicit && (e.LastModified == "" || !heuristicStatus(status)) && !cc.NoCache {
+	if !explicit && !e.heuristic() && !cc.NoCache {
 		return nil, "no freshness information"
 	}
 	if e.lifetime <= 0 && e.ETag == "" && e.LastModified == "" {
@@ -232,12 +232,20 @@ func (e *Entry) freshnessLifetime(h httpmsg.Header) time.Duration {
 		}
 		return max(0, t.Sub(e.date))
 	}
-	if e.LastModified != "" && heuristicStatus(e.Status) {
+	if e.heuristic() {
 		if lm, err := parseHTTPDate(e.LastModified); err == nil && lm.Before(e.date) {
 			return min(e.date.Sub(lm)/10, MaxHeuristic)
 		}
 	}
 	return 0
+}
+
+// heuristic reports whether the entry may get heuristic freshness: a
+// Last-Modified, a heuristically cacheable status, and no query in the
+// URL (a query often names a computed answer; squid's default
+// refresh_pattern makes the same exception).
+func (e *Entry) heuristic() bool {
+	return e.LastModified != "" && heuristicStatus(e.Status) && !strings.Contains(e.URL, "?")
 }
 
 // Lifetime returns the entry's freshness lifetime.

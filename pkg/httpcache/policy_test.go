@@ -26,6 +26,7 @@ func TestAnalyzeAndDecide(t *testing.T) {
 	now := date(t0)
 	tests := []struct {
 		name     string
+		url      string // if empty, http://example.com/x
 		method   string
 		req      []string // request fields when stored
 		status   int
@@ -52,6 +53,8 @@ func TestAnalyzeAndDecide(t *testing.T) {
 		{name: "expires invalid", status: 200, resp: []string{"Date: " + now, "Expires: 0", `ETag: "x"`}, stored: true, lifetime: 0, want: Revalidate},
 		{name: "expires past no validator", status: 200, resp: []string{"Date: " + now, "Expires: " + date(t0.Add(-time.Hour))}},
 		{name: "heuristic 10 percent", status: 200, resp: []string{"Date: " + now, "Last-Modified: " + date(t0.Add(-100*time.Hour))}, stored: true, lifetime: 10 * time.Hour, later: 9 * time.Hour, want: Serve},
+		{name: "heuristic not for a query", url: "http://example.com/x?id=1", status: 200, resp: []string{"Date: " + now, "Last-Modified: " + date(t0.Add(-100*time.Hour))}},
+		{name: "query with max-age", url: "http://example.com/x?id=1", status: 200, resp: []string{"Cache-Control: max-age=60"}, stored: true, lifetime: time.Minute, want: Serve},
 		{name: "heuristic capped at a day", status: 200, resp: []string{"Date: " + now, "Last-Modified: " + date(t0.Add(-1000*time.Hour))}, stored: true, lifetime: MaxHeuristic, later: 25 * time.Hour, want: Revalidate},
 		{name: "heuristic 404", status: 404, resp: []string{"Date: " + now, "Last-Modified: " + date(t0.Add(-10*time.Hour))}, stored: true, lifetime: time.Hour, later: time.Minute, want: Serve},
 		{name: "410 max-age", status: 410, resp: []string{"Cache-Control: max-age=60"}, stored: true, lifetime: time.Minute, want: Serve},
@@ -79,7 +82,11 @@ func TestAnalyzeAndDecide(t *testing.T) {
 			if m == "" {
 				m = "GET"
 			}
-			req := Request{Method: m, URL: "http://example.com/x", Header: hdr(tt.req...)}
+			url := tt.url
+			if url == "" {
+				url = "http://example.com/x"
+			}
+			req := Request{Method: m, URL: url, Header: hdr(tt.req...)}
 			e, why := Analyze(req, tt.status, "Reason", hdr(tt.resp...), t0, t0)
 			if (e != nil) != tt.stored {
 				t.Fatalf("stored = %v (%s), want %v", e != nil, why, tt.stored)
