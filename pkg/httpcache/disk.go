@@ -322,7 +322,7 @@ func (c *Cache) OpenBody(e *Entry) (int, error) {
 // after a restart, or one memory had evicted). It blocks: run it in the
 // pool, after OpenBody. A body that memory cannot hold is left on disk.
 func (c *Cache) Promote(e *Entry, fd int) error {
-	if e.BodyLen > c.cfg.MaxObject || e.BodyLen+int64(len(e.URL)+len(e.Fields))+entryOverhead > c.mem.max {
+	if e.BodyLen > c.cfg.MaxObject || e.memSize() > c.mem.max {
 		return nil
 	}
 	body := make([]byte, e.BodyLen)

@@ -13,6 +13,7 @@ package httpcache
 import (
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -25,8 +26,26 @@ const (
 	DefaultDirSize   = 256 << 20
 )
 
-// entryOverhead is what an entry costs besides its URL, fields and body.
-const entryOverhead = 256
+// What a memory entry costs besides its URL, fields and body, in words
+// and bytes (its int64 and time fields do not shrink on 32-bit systems),
+// measured with TestMemoryAccounting on amd64 and arm: the Entry itself,
+// its slots in the index map and slice and the LRU, and per header field
+// the parsed Field; per Vary name, two strings.
+const (
+	word          = strconv.IntSize / 8
+	entryOverhead = 40*word + 256
+	fieldOverhead = 4 * word
+	varyOverhead  = 4 * word
+)
+
+// memSize is what e costs in the memory store.
+func (e *Entry) memSize() int64 {
+	n := int64(len(e.URL)+len(e.Fields)) + e.BodyLen + entryOverhead + int64(len(e.Header))*fieldOverhead
+	for i := range e.VaryNames {
+		n += int64(len(e.VaryNames[i])+len(e.VaryValues[i])) + varyOverhead
+	}
+	return n
+}
 
 // Config describes a cache.
 type Config struct {
@@ -201,7 +220,7 @@ func find(vs []*Entry, h httpmsg.Header) *Entry {
 // matches, and evicts the least recently used entries past the byte
 // limit. An entry larger than the limit is not stored.
 func (c *Cache) Put(e *Entry) {
-	e.size = int64(len(e.URL)+len(e.Fields)) + e.BodyLen + entryOverhead
+	e.size = e.memSize()
 	if e.size > c.mem.max || e.BodyLen > c.cfg.MaxObject {
 		return
 	}

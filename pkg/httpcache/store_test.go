@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -35,7 +36,7 @@ func write(t *testing.T, c *Cache, e *Entry) error {
 }
 
 func TestLRUEviction(t *testing.T) {
-	c, err := New(Config{MaxBytes: 3 * (10000 + 400)})
+	c, err := New(Config{MaxBytes: 3 * (10000 + 1000)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +54,7 @@ func TestLRUEviction(t *testing.T) {
 		}
 	}
 	st := c.Stats()
-	if st.MemEntries != 3 || st.MemBytes > 3*(10000+400) || st.Evicted != 1 {
+	if st.MemEntries != 3 || st.MemBytes > 3*(10000+1000) || st.Evicted != 1 {
 		t.Errorf("stats %+v", st)
 	}
 	// Larger than MaxObject or the whole store: not stored.
@@ -265,4 +266,35 @@ func TestWriteSlots(t *testing.T) {
 	if m, _ := New(Config{MaxBytes: 1 << 20}); m.ReserveWrite() {
 		t.Error("a write slot without a disk store")
 	}
+}
+
+// TestMemoryAccounting checks that the bytes the memory store counts are
+// close to what its entries hold on the heap, for small objects (where
+// the per-entry overhead matters most) with a typical head.
+func TestMemoryAccounting(t *testing.T) {
+	const n = 20000
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	c, _ := New(Config{MaxBytes: 1 << 30})
+	for i := range n {
+		req := Request{Method: "GET", URL: fmt.Sprintf("http://example.com/static/img/%d.png", i), Header: hdr("Accept-Encoding: gzip")}
+		head := fmt.Sprintf("Date: Sun, 22 Nov 2026 08:00:00 GMT\r\nCache-Control: public, max-age=3600\r\nContent-Type: image/png\r\n"+
+			"Last-Modified: Sun, 01 Nov 2026 00:00:00 GMT\r\nETag: \"abc%d\"\r\nServer: nginx\r\nVary: Accept-Encoding\r\n", i)
+		e, why := Analyze(req, 200, "OK", parseFields(head), t0, t0)
+		if e == nil {
+			t.Fatal(why)
+		}
+		e.Body, e.BodyLen = make([]byte, 100), 100
+		c.Put(e)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	counted := float64(c.Stats().MemBytes)
+	heap := float64(after.HeapAlloc) - float64(before.HeapAlloc)
+	t.Logf("%d entries: %.0f bytes counted, %.0f on the heap (%.2f)", n, counted, heap, counted/heap)
+	if r := counted / heap; r < 0.8 || r > 1.3 {
+		t.Errorf("the store counts %.2f of the heap its entries hold, want 0.8 to 1.3", r)
+	}
+	runtime.KeepAlive(c)
 }
