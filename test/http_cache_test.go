@@ -313,7 +313,8 @@ func TestHTTPCacheAgeAndConditional(t *testing.T) {
 // TestHTTPCacheUnsafeInvalidates checks that a POST to a stored URL drops
 // it.
 func TestHTTPCacheUnsafeInvalidates(t *testing.T) {
-	o := startCacheOrigin(t, map[string]cacheCase{"doc": {status: 200, fields: []string{"Cache-Control: max-age=600"}, body: pattern(1000)}})
+	o := startCacheOrigin(t, map[string]cacheCase{"doc": {status: 200, fields: []string{"Cache-Control: max-age=600"}, body: pattern(1000)},
+		"gone": {status: 404, fields: []string{"Cache-Control: max-age=600"}, body: []byte("not here")}})
 	cfg := newDaemonConfig(t)
 	p := startCachingDaemon(t, cfg, "127.0.0.1:24120", "option cache_size '1M'")
 	c := proxyClient(p.addr)
@@ -332,19 +333,27 @@ func TestHTTPCacheUnsafeInvalidates(t *testing.T) {
 	if hits, _ := o.counts("doc"); hits != 2 {
 		t.Errorf("after the POST: origin asked %d times for GET, want 2", hits)
 	}
-	// sluice stats: 1 hit, 2 misses (the POST is not a cacheable
-	// request), 1 entry.
+	for range 2 { // a stored 404: the second is a hit, and no error of sluice's
+		if r := fetch(t, c, "GET", o.url("gone")); r.status != 404 || string(r.body) != "not here" {
+			t.Errorf("stored 404: %d %q", r.status, r.body)
+		}
+	}
+	// sluice stats: 2 hits, 3 misses (the POST is not a cacheable
+	// request), 2 entries, no errors.
 	st := daemonStats(t, cfg)
 	var cache map[string]any
 	for _, sv := range st["services"].([]any) {
 		if m := sv.(map[string]any); m["type"] == "http_proxy" {
 			cache, _ = m["cache"].(map[string]any)
+			if m["refused"] != 0.0 {
+				t.Errorf("errors counted for answers from the origin or the cache: %v", m)
+			}
 		}
 	}
-	if cache == nil || cache["hits"] != 1.0 || cache["misses"] != 2.0 || cache["mem_entries"] != 1.0 || cache["mem_bytes"].(float64) < 1000 {
+	if cache == nil || cache["hits"] != 2.0 || cache["misses"] != 3.0 || cache["mem_entries"] != 2.0 || cache["mem_bytes"].(float64) < 1000 {
 		t.Errorf("cache stats: %v", cache)
 	}
-	if res := runSluice(t, "stats", "-c", cfg.path); !strings.Contains(res.stdout, "cache web: 1 hits, 0 revalidated, 2 misses; memory 1 entries") {
+	if res := runSluice(t, "stats", "-c", cfg.path); !strings.Contains(res.stdout, "cache web: 2 hits, 0 revalidated, 3 misses; memory 2 entries") {
 		t.Errorf("sluice stats lacks the cache line:\n%s", res.stdout)
 	}
 }

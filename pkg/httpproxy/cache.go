@@ -56,6 +56,7 @@ type cacheState struct {
 	fd      int
 	off     int64
 	left    int64
+	hit     bool // the answer is a stored response (not sluice's own error)
 	opening bool // the disk file is being opened in the pool
 	rewrite bool // a 304 updated a disk entry: write its new head once the file is open
 }
@@ -67,6 +68,11 @@ func (s *Service) CacheStats() (httpcache.Stats, bool) {
 	}
 	return s.cfg.Cache.Stats(), true
 }
+
+// served reports whether the exchange is answered from the cache, so its
+// status (a stored 404, say) is the origin's, not an error of sluice's;
+// st may be nil.
+func (st *cacheState) served() bool { return st != nil && st.hit }
 
 // storing reports whether the response body is being copied aside for
 // the cache (so it must pass through user space); st may be nil.
@@ -272,10 +278,11 @@ func (c *conn) serveEntry(e *httpcache.Entry, now time.Time) bool {
 			ex.cHead, ex.headOut, ex.status, st.entry = nil, false, 0, nil
 			return false
 		}
-		c.s.stats[c.loop.ID()].CacheHits++
+		st.hit = true // counted once the file is open
 		return true
 	}
 	c.s.stats[c.loop.ID()].CacheHits++
+	st.hit = true
 	c.runHit()
 	return true
 }
@@ -300,7 +307,7 @@ func (c *conn) opened(ex *exchange, fd int, err error) {
 	st.opening = false
 	if err != nil {
 		c.s.warn.Log(slog.LevelWarn, "cache file unusable", "target", ex.t.url(), "err", err)
-		ex.cHead, ex.headOut, ex.status, st.entry = nil, false, 0, nil
+		ex.cHead, ex.headOut, ex.status, st.entry, st.hit = nil, false, 0, nil, false
 		if st.req.URL == "" { // a hit until now: the key was never a string
 			st.req.URL = string(c.appendKey(c.cHeadSpace()))
 		}
@@ -308,6 +315,7 @@ func (c *conn) opened(ex *exchange, fd int, err error) {
 		return
 	}
 	st.fd, st.off = fd, st.entry.BodyOff
+	c.s.stats[c.loop.ID()].CacheHits++
 	c.runHit()
 }
 

@@ -1220,7 +1220,7 @@ type record struct {
 func (c *conn) record() record {
 	ex := c.ex
 	r := record{client: c.client, user: ex.user, method: "-", url: "-", status: ex.status,
-		byProxy: ex.resp == nil, bytesUp: ex.bytesUp, bytesDn: ex.bytesDn, start: ex.start}
+		byProxy: ex.resp == nil && !ex.cache.served(), bytesUp: ex.bytesUp, bytesDn: ex.bytesDn, start: ex.start}
 	if ex.req != nil {
 		r.url, r.method = ex.req.Target, ex.req.Method
 	}
