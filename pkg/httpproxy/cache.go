@@ -99,7 +99,9 @@ func (c *conn) cacheLookup() bool {
 	}
 	m := ex.req.Method
 	if unsafeMethod(m) {
-		ex.cache = &cacheState{req: httpcache.Request{Method: m, URL: string(c.appendKey(c.cHeadSpace()))}, unsafe: true, fd: -1}
+		st := c.newCacheState()
+		st.req, st.unsafe = httpcache.Request{Method: m, URL: string(c.appendKey(c.cHeadSpace()))}, true
+		ex.cache = st
 		return false
 	}
 	if m != "GET" && m != "HEAD" || ex.req.Framing != httpmsg.NoBody {
@@ -111,7 +113,8 @@ func (c *conn) cacheLookup() bool {
 		return false
 	}
 	now := time.Now()
-	st := &cacheState{req: httpcache.Request{Method: m, Header: ex.req.Header}, reqTime: now, fd: -1}
+	st := c.newCacheState()
+	st.req, st.reqTime = httpcache.Request{Method: m, Header: ex.req.Header}, now
 	ex.cache = st
 	// The key is built in the borrowed buffer the response head goes
 	// in later: a hit needs no string of it.
@@ -568,6 +571,36 @@ func (c *conn) cacheRelease() {
 	if st := c.ex.cache; st != nil && st.leader {
 		st.leader = false
 		c.s.cfg.Cache.Release(st.req.URL)
+	}
+}
+
+// newCacheState returns a cleared cacheState, recycled on this loop when
+// one is free (a hit allocates none).
+func (c *conn) newCacheState() *cacheState {
+	p := c.bufs()
+	if n := len(p.states); n > 0 {
+		st := p.states[n-1]
+		p.states[n-1] = nil
+		p.states = p.states[:n-1]
+		return st
+	}
+	return &cacheState{fd: -1}
+}
+
+// cacheDone ends the cache part of an exchange that is over (finished,
+// failed or closed) and recycles it. Nothing may use ex.cache afterwards;
+// funcs posted for the exchange check c.ex and c.state before they do.
+func (c *conn) cacheDone() {
+	ex := c.ex
+	if ex == nil || ex.cache == nil {
+		return
+	}
+	c.cacheAbandon()
+	st := ex.cache
+	ex.cache = nil
+	*st = cacheState{fd: -1}
+	if p := c.bufs(); len(p.states) < maxFreeBufs {
+		p.states = append(p.states, st)
 	}
 }
 

@@ -104,7 +104,10 @@ func TestCacheHitAllocations(t *testing.T) {
 	allocs := float64(after.Mallocs-before.Mallocs) / n
 	bytesPer := float64(after.TotalAlloc-before.TotalAlloc) / n
 	t.Logf("%.1f allocations, %.0f bytes per cache hit", allocs, bytesPer)
-	const maxAllocs, maxBytes = 12, 1500
+	// Measured 2026-11-22: 10 allocations, 1051 bytes; none of them the
+	// cache's (its state is recycled per loop, its key built in a
+	// borrowed buffer); the rest is the request path shared with misses.
+	const maxAllocs, maxBytes = 11, 1300
 	if allocs > maxAllocs || bytesPer > maxBytes {
 		t.Errorf("%.1f allocations and %.0f bytes per hit, want at most %d and %d", allocs, bytesPer, maxAllocs, maxBytes)
 	}

@@ -1185,6 +1185,7 @@ func (c *conn) finishExchange() {
 	}
 	c.abortUp()
 	keep := ex.keepClient
+	c.cacheDone()
 	c.ex = nil
 	if !keep {
 		c.closeGracefully()
@@ -1271,6 +1272,7 @@ func (c *conn) respond(status int, resp []byte) {
 // closeGracefully sends FIN and reads what the client still sends, so it
 // sees our last response rather than a reset caused by unread bytes.
 func (c *conn) closeGracefully() {
+	c.cacheDone()
 	c.ex = nil
 	c.putIn()
 	if err := sys.ShutdownWrite(c.fd); err != nil || c.cEOF {
@@ -1305,6 +1307,7 @@ func (c *conn) close(reset bool) {
 	c.state = stClosed
 	c.loop.Cancel(&c.timer)
 	c.abortUp()
+	c.cacheDone()
 	c.putIn()
 	c.closeAccount()
 	c.rateRelease()

@@ -350,8 +350,9 @@ func (s *Service) release() {
 
 // bufPool lends the buffers heads and bodies pass through on one loop.
 type bufPool struct {
-	size int
-	free [][]byte
+	size   int
+	free   [][]byte
+	states []*cacheState // recycled cache states (cache.go)
 }
 
 // maxFreeBufs bounds the idle buffers a loop keeps.
