@@ -4,11 +4,19 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
+	"net/url"
 	"runtime"
+	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/sluice-proxy/sluice/pkg/endpoint"
 	"github.com/sluice-proxy/sluice/pkg/httpcache"
@@ -144,4 +152,144 @@ func TestAppendKey(t *testing.T) {
 	if got := string(c.appendKey(nil)); got != "http://example.com/ @192.0.2.7:80" {
 		t.Errorf("redirected request key %q", got)
 	}
+}
+
+// fuzzOrigin serves /f/N with the response registered for N: a raw
+// server, so the fuzzer's Cache-Control and framing reach the proxy as
+// given.
+type fuzzOrigin struct {
+	mu    sync.Mutex
+	resps map[string][]byte
+	asked map[string]int
+}
+
+func (o *fuzzOrigin) serve(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			r := bufio.NewReader(c)
+			for {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					return
+				}
+				path := strings.Fields(line + " x x")[1]
+				for { // the rest of the head
+					l, err := r.ReadSlice('\n')
+					if err != nil {
+						return
+					}
+					if len(l) <= 2 {
+						break
+					}
+				}
+				o.mu.Lock()
+				resp := o.resps[path]
+				o.asked[path]++
+				o.mu.Unlock()
+				if _, err := c.Write(resp); err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+// FuzzCacheRoundTrip sends two GETs for an object whose response carries
+// the fuzzer's Cache-Control, status, framing and Vary through a caching
+// proxy: whether the second is a hit, a revalidation or a miss, both
+// answers have the origin's status and body, byte for byte.
+func FuzzCacheRoundTrip(f *testing.F) {
+	f.Add("max-age=60", uint8(0), false, uint16(100), "")
+	f.Add("no-cache", uint8(1), true, uint16(5000), "Accept")
+	f.Add("public, s-maxage=5", uint8(2), true, uint16(0), "")
+	f.Add("max-age=0, must-revalidate", uint8(3), false, uint16(65000), "*")
+	f.Add("private", uint8(4), false, uint16(1), "")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer ln.Close()
+	o := &fuzzOrigin{resps: map[string][]byte{}, asked: map[string]int{}}
+	go o.serve(ln)
+	r, err := reactor.New(reactor.Config{Loops: 2})
+	if err != nil {
+		f.Fatal(err)
+	}
+	cache, err := httpcache.New(httpcache.Config{MaxBytes: 8 << 20, MaxObject: 64 << 10})
+	if err != nil {
+		f.Fatal(err)
+	}
+	s, err := New(context.Background(), r, Config{
+		Listen: endpoint.Addr{Network: endpoint.TCP, Host: "127.0.0.1"},
+		Pools:  relay.PoolSet(relay.PoolConfig{}, 2),
+		Cache:  cache,
+	})
+	if err != nil {
+		f.Fatal(err)
+	}
+	r.Start()
+	defer r.Stop()
+	if err := s.Start(); err != nil {
+		f.Fatal(err)
+	}
+	proxyURL := &url.URL{Scheme: "http", Host: s.Addr()}
+	client := &http.Client{
+		Transport:     &http.Transport{Proxy: http.ProxyURL(proxyURL), DisableCompression: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Timeout:       10 * time.Second,
+	}
+	var n atomic.Int64
+	statuses := []int{200, 203, 301, 404, 410, 500}
+	f.Fuzz(func(t *testing.T, cc string, st uint8, chunked bool, size uint16, vary string) {
+		for _, v := range []string{cc, vary} {
+			for i := 0; i < len(v); i++ {
+				if v[i] < ' ' || v[i] == 0x7f {
+					return // not a field value: the proxy answers 502, as it should
+				}
+			}
+		}
+		status := statuses[int(st)%len(statuses)]
+		body := make([]byte, size)
+		for i := range body {
+			body[i] = byte(i*7 + i/251)
+		}
+		head := fmt.Sprintf("HTTP/1.1 %d X\r\nCache-Control: %s\r\nETag: \"e\"\r\n", status, cc)
+		if vary != "" {
+			head += "Vary: " + vary + "\r\n"
+		}
+		var resp []byte
+		if chunked {
+			resp = []byte(head + "Transfer-Encoding: chunked\r\n\r\n")
+			for b := body; len(b) > 0; {
+				k := min(len(b), 3000)
+				resp = append(resp, fmt.Sprintf("%x\r\n", k)...)
+				resp = append(append(resp, b[:k]...), "\r\n"...)
+				b = b[k:]
+			}
+			resp = append(resp, "0\r\n\r\n"...)
+		} else {
+			resp = append([]byte(head+"Content-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"), body...)
+		}
+		path := fmt.Sprintf("/f/%d", n.Add(1))
+		o.mu.Lock()
+		o.resps[path] = resp
+		o.mu.Unlock()
+		u := "http://" + ln.Addr().String() + path
+		for i := range 2 {
+			got, err := client.Get(u)
+			if err != nil {
+				t.Fatalf("GET %d: %v", i, err)
+			}
+			b, err := io.ReadAll(got.Body)
+			got.Body.Close()
+			if err != nil || got.StatusCode != status || !bytes.Equal(b, body) {
+				t.Fatalf("GET %d: status %d (want %d), %d bytes (want %d), %v", i, got.StatusCode, status, len(b), len(body), err)
+			}
+		}
+	})
 }
