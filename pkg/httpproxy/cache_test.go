@@ -177,7 +177,8 @@ func (o *fuzzOrigin) serve(ln net.Listener) {
 				if err != nil {
 					return
 				}
-				path := strings.Fields(line + " x x")[1]
+				words := strings.Fields(line + " x x")
+				method, path := words[0], words[1]
 				for { // the rest of the head
 					l, err := r.ReadSlice('\n')
 					if err != nil {
@@ -191,6 +192,11 @@ func (o *fuzzOrigin) serve(ln net.Listener) {
 				resp := o.resps[path]
 				o.asked[path]++
 				o.mu.Unlock()
+				if method == "HEAD" { // the head alone
+					if i := bytes.Index(resp, []byte("\r\n\r\n")); i >= 0 {
+						resp = resp[:i+4]
+					}
+				}
 				if _, err := c.Write(resp); err != nil {
 					return
 				}
@@ -290,6 +296,29 @@ func FuzzCacheRoundTrip(f *testing.F) {
 			if err != nil || got.StatusCode != status || !bytes.Equal(b, body) {
 				t.Fatalf("GET %d: status %d (want %d), %d bytes (want %d), %v", i, got.StatusCode, status, len(b), len(body), err)
 			}
+		}
+		// The client's own conditional: 304 from a fresh entry (the
+		// origin here never answers 304), else the full answer.
+		req, _ := http.NewRequest("GET", u, nil)
+		req.Header.Set("If-None-Match", `"e"`)
+		got, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(got.Body)
+		got.Body.Close()
+		if err != nil || !(got.StatusCode == 304 && len(b) == 0 || got.StatusCode == status && bytes.Equal(b, body)) {
+			t.Fatalf("conditional GET: status %d, %d bytes, %v", got.StatusCode, len(b), err)
+		}
+		// HEAD: the status and no body, with the body's length when
+		// the answer comes from the cache.
+		got, err = client.Head(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got.Body.Close()
+		if got.StatusCode != status || got.Header.Get("Age") != "" && got.ContentLength != int64(len(body)) {
+			t.Fatalf("HEAD: status %d, Content-Length %d, Age %q", got.StatusCode, got.ContentLength, got.Header.Get("Age"))
 		}
 	})
 }
