@@ -11,11 +11,21 @@ import (
 // is not a valid delta-seconds counts as 0 (stale: the safe reading), and
 // values past MaxDelta are clamped to it (section 1.2.2).
 type Directives struct {
-	MaxAge, SMaxAge           int64
-	MaxStale, MinFresh        int64 // request directives; MaxStale without a value is MaxDelta
-	NoStore, NoCache          bool
-	Private, Public           bool
-	MustRevalidate            bool // must-revalidate or proxy-revalidate: a shared cache treats them alike
+	// MaxAge and SMaxAge are max-age and s-maxage, in seconds.
+	MaxAge, SMaxAge int64
+	// MaxStale and MinFresh are the request directives, in seconds;
+	// max-stale without a value is MaxDelta.
+	MaxStale, MinFresh int64
+	// NoStore and NoCache are no-store and no-cache (a qualified
+	// no-cache="field" counts as unqualified).
+	NoStore, NoCache bool
+	// Private and Public are the response directives.
+	Private, Public bool
+	// MustRevalidate is must-revalidate or proxy-revalidate: a shared
+	// cache treats them alike.
+	MustRevalidate bool
+	// OnlyIfCached and NoTransform are only-if-cached (request) and
+	// no-transform.
 	OnlyIfCached, NoTransform bool
 }
 

@@ -64,9 +64,13 @@ type Config struct {
 
 // Stats are a cache's counters.
 type Stats struct {
+	// MemEntries and DiskEntries count the stored variants in each
+	// store; MemBytes and DiskBytes are what they count against
+	// MaxBytes and DirMaxBytes.
 	MemEntries, DiskEntries int
 	MemBytes, DiskBytes     int64
-	Evicted                 uint64 // entries dropped for room
+	// Evicted counts entries dropped for room, in either store.
+	Evicted uint64
 }
 
 // Cache is a shared HTTP cache.
