@@ -270,6 +270,7 @@ const (
 	Revalidate               // ask the origin with the entry's validators
 )
 
+// String returns the action's name for logs and test messages.
 func (a Action) String() string {
 	switch a {
 	case Serve:
