@@ -578,6 +578,31 @@ func TestHTTPAccountingOff(t *testing.T) {
 	}
 }
 
+// TestHTTPAccountingStartsWithFirstProxy: a daemon with only forwards
+// counts nothing and makes no accounting directory; a reload that adds an
+// http_proxy starts the counting.
+func TestHTTPAccountingStartsWithFirstProxy(t *testing.T) {
+	o := startOrigin(t, false)
+	cfg := newDaemonConfig(t)
+	cfg.write(t, forwardSection("fwd", fmt.Sprintf("127.0.0.1:%d", acctPort(t)), o.hostPort()))
+	p := startSluice(t, "run", "-c", cfg.path)
+	if _, err := os.Stat(filepath.Join(cfg.dir, "acct")); !os.IsNotExist(err) {
+		t.Errorf("accounting directory created without an http_proxy (%v)", err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", acctPort(t))
+	cfg.write(t, forwardSection("fwd", p.addr, o.hostPort())+httpSection("open", addr))
+	p.signal(syscall.SIGHUP)
+	if _, err := p.waitLog(5*time.Second, "msg=reloaded"); err != nil {
+		t.Fatal(err)
+	}
+	if status, down, _, _ := curlMoved(t, addr, "http://"+o.hostPort()+"/bytes/4321"); status != 200 || down != 4321 {
+		t.Fatalf("through the new proxy: %d, %d bytes", status, down)
+	}
+	if e, ok := acctShow(t, cfg)["addr:127.0.0.1"]; !ok || e.BytesDown != 4321 || e.Requests != 1 {
+		t.Errorf("after the reload: %+v (found %v)", e, ok)
+	}
+}
+
 // TestIntegrationAccountingDropsPrivileges: the counters directory is
 // handed to the user sluice drops to, so its writes still work.
 func TestIntegrationAccountingDropsPrivileges(t *testing.T) {

@@ -23,12 +23,13 @@ type AccountingReport struct {
 	Entries []accounting.Entry `json:"entries"`
 }
 
-// openAccounting creates the accounting of cfg (nil when it is off): the
+// openAccounting creates the accounting of cfg (nil when it is off, or
+// while no service counts: forwards do not, HTTP proxies do): the
 // directory is created (and handed to the user sluice drops to), the
 // counters file read back; a corrupt file is logged and set aside.
 func (d *Daemon) openAccounting(cfg *config.Config) error {
 	ac := cfg.Global.Accounting
-	if !ac.Enabled {
+	if !ac.Enabled || len(cfg.HTTPProxies) == 0 {
 		return nil
 	}
 	loc, err := accounting.LoadLocation(ac.Timezone)
@@ -82,6 +83,10 @@ func (d *Daemon) reloadAccounting(cfg *config.Config) {
 		d.log.Warn("reload: this change takes effect on restart", "option", "accounting")
 	}
 	if d.acct == nil {
+		// The first HTTP proxy of a running daemon starts the counting.
+		if err := d.openAccounting(cfg); err != nil {
+			d.log.Error("reload: accounting not started", "err", err)
+		}
 		return
 	}
 	d.setQuotas(cfg)

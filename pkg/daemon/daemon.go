@@ -356,10 +356,10 @@ func (d *Daemon) Reload() error {
 		next[s.key] = s
 	}
 	d.setRates(cfg)
+	d.reloadAccounting(cfg) // first: a proxy built below counts from its start
 	if err := d.reloadHTTP(cfg); err != nil {
 		problems = append(problems, err)
 	}
-	d.reloadAccounting(cfg)
 	d.services = next
 	d.cfg = cfg
 	d.reloads++
