@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,68 +24,17 @@ import (
 	"github.com/sluice-proxy/sluice/pkg/relay"
 )
 
-// cachingOrigin answers every request with the same cacheable 100-byte
-// response and counts the requests.
-func cachingOrigin(t testing.TB, ln net.Listener, n *atomic.Int64) {
-	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nCache-Control: public, max-age=3600\r\nContent-Length: 100\r\n\r\n" + string(bytes.Repeat([]byte("x"), 100)))
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			r := bufio.NewReader(c)
-			for {
-				for {
-					line, err := r.ReadSlice('\n')
-					if err != nil {
-						return
-					}
-					if len(line) <= 2 {
-						break
-					}
-				}
-				n.Add(1)
-				if _, err := c.Write(resp); err != nil {
-					return
-				}
-			}
-		}()
-	}
-}
-
-// startCaching starts a counting origin and a one-loop caching proxy.
+// startCaching starts a counting origin of cacheable 100-byte responses
+// and a one-loop caching proxy.
 func startCaching(t testing.TB) (proxy, origin string, asked *atomic.Int64) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	asked = new(atomic.Int64)
-	go cachingOrigin(t, ln, asked)
-	r, err := reactor.New(reactor.Config{Loops: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	origin = startRawOrigin(t, smallResponse("Cache-Control: public, max-age=3600\r\n"), asked)
 	cache, err := httpcache.New(httpcache.Config{MaxBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(context.Background(), r, Config{
-		Listen: endpoint.Addr{Network: endpoint.TCP, Host: "127.0.0.1"},
-		Pools:  relay.PoolSet(relay.PoolConfig{}, 1),
-		Cache:  cache,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Start()
-	t.Cleanup(r.Stop)
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	return s.Addr(), ln.Addr().String(), asked
+	p := startProxy(t, Config{Cache: cache})
+	return p.s.Addr(), origin, asked
 }
 
 // TestCacheHitAllocations pins the heap allocations of a keep-alive GET
@@ -96,21 +44,11 @@ func TestCacheHitAllocations(t *testing.T) {
 	proxy, origin, asked := startCaching(t)
 	g := newGetClient(t, proxy, origin)
 	defer g.c.Close()
-	for range 100 {
-		g.get(t)
-	}
 	const n = 2000
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	for range n {
-		g.get(t)
-	}
-	runtime.ReadMemStats(&after)
+	allocs, bytesPer := allocsPer(n, func() { g.get(t) })
 	if got := asked.Load(); got != 1 {
 		t.Errorf("origin asked %d times for %d GETs, want 1", got, n+100)
 	}
-	allocs := float64(after.Mallocs-before.Mallocs) / n
-	bytesPer := float64(after.TotalAlloc-before.TotalAlloc) / n
 	t.Logf("%.1f allocations, %.0f bytes per cache hit", allocs, bytesPer)
 	// Measured 2026-11-22: 10 allocations, 1051 bytes; none of them the
 	// cache's (its state is recycled per loop, its key built in a

@@ -3,51 +3,17 @@ package httpproxy
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"io"
 	"net"
-	"runtime"
 	"strconv"
 	"testing"
 
 	"github.com/sluice-proxy/sluice/pkg/acl"
-	"github.com/sluice-proxy/sluice/pkg/endpoint"
-	"github.com/sluice-proxy/sluice/pkg/reactor"
-	"github.com/sluice-proxy/sluice/pkg/relay"
 )
 
 // The hot path: a keep-alive GET of a small object through the proxy. The
 // origin and the client here are raw sockets with pre-built bytes, so what
 // allocates per request is (almost all) the proxy.
-
-// rawOrigin serves every request on ln with the same 100-byte response.
-func rawOrigin(t testing.TB, ln net.Listener) {
-	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 100\r\n\r\n" + string(bytes.Repeat([]byte("x"), 100)))
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			r := bufio.NewReader(c)
-			for {
-				for { // a head without a body
-					line, err := r.ReadSlice('\n')
-					if err != nil {
-						return
-					}
-					if len(line) <= 2 {
-						break
-					}
-				}
-				if _, err := c.Write(resp); err != nil {
-					return
-				}
-			}
-		}()
-	}
-}
 
 // getClient is one keep-alive client connection through the proxy.
 type getClient struct {
@@ -103,34 +69,13 @@ func (g *getClient) get(t testing.TB) {
 // startHotPath starts an origin and a one-loop proxy (CONNECT to any
 // port) and returns their addresses.
 func startHotPath(t testing.TB) (proxy, origin string) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go rawOrigin(t, ln)
-	r, err := reactor.New(reactor.Config{Loops: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	origin = startRawOrigin(t, smallResponse(""), nil)
 	any, err := acl.ParsePorts("*")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(context.Background(), r, Config{
-		Listen: endpoint.Addr{Network: endpoint.TCP, Host: "127.0.0.1"},
-		Pools:  relay.PoolSet(relay.PoolConfig{}, 1),
-		ACL:    &acl.List{ConnectPorts: []acl.PortRange{any}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Start()
-	t.Cleanup(r.Stop)
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	return s.Addr(), ln.Addr().String()
+	p := startProxy(t, Config{ACL: &acl.List{ConnectPorts: []acl.PortRange{any}}})
+	return p.s.Addr(), origin
 }
 
 // TestGETAllocations pins the heap allocations of a keep-alive GET through
@@ -141,18 +86,7 @@ func TestGETAllocations(t *testing.T) {
 	proxy, origin := startHotPath(t)
 	g := newGetClient(t, proxy, origin)
 	defer g.c.Close()
-	for range 100 { // warm the pools, the origin connection, the buffers
-		g.get(t)
-	}
-	const n = 2000
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	for range n {
-		g.get(t)
-	}
-	runtime.ReadMemStats(&after)
-	allocs := float64(after.Mallocs-before.Mallocs) / n
-	bytesPer := float64(after.TotalAlloc-before.TotalAlloc) / n
+	allocs, bytesPer := allocsPer(2000, func() { g.get(t) })
 	t.Logf("%.1f allocations, %.0f bytes per keep-alive GET", allocs, bytesPer)
 	// 19 allocations and 1,352 bytes on 2026-11-22 (the exchange, 640
 	// bytes, is half of it); the bounds leave room for small additions but

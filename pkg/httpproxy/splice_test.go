@@ -2,7 +2,6 @@ package httpproxy
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"io"
 	"net/http"
@@ -11,10 +10,7 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/sluice-proxy/sluice/pkg/endpoint"
 	"github.com/sluice-proxy/sluice/pkg/filter"
-	"github.com/sluice-proxy/sluice/pkg/reactor"
-	"github.com/sluice-proxy/sluice/pkg/relay"
 )
 
 // TestBodySplice downloads bodies through a proxy in this process
@@ -67,25 +63,12 @@ func TestBodySplice(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r, err := reactor.New(reactor.Config{Loops: 1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			pools := relay.PoolSet(relay.PoolConfig{}, 1)
-			cfg := Config{Listen: endpoint.Addr{Network: endpoint.TCP, Host: "127.0.0.1"}, Pools: pools}
+			var cfg Config
 			if tt.words {
 				cfg.BodyWords, _ = filter.NewWords([]string{"never-there"})
 			}
-			s, err := New(context.Background(), r, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			r.Start()
-			defer r.Stop()
-			if err := s.Start(); err != nil {
-				t.Fatal(err)
-			}
-			proxy, _ := url.Parse("http://" + s.Addr())
+			p := startProxy(t, cfg)
+			proxy, _ := url.Parse("http://" + p.s.Addr())
 			client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxy)}}
 			want := bodies[tt.path]
 			if tt.upload {
@@ -110,9 +93,7 @@ func TestBodySplice(t *testing.T) {
 					t.Fatalf("got %d bytes (err %v), want %d byte-exact", n, err, len(want))
 				}
 			}
-			done := make(chan relay.Counters)
-			r.Loops()[0].Post(func() { done <- pools[0].Counters() })
-			c := <-done
+			c := p.counters()
 			if spliced := c.SplicedBytes > 0; spliced != tt.spliced {
 				t.Errorf("spliced %d bytes, want spliced=%v", c.SplicedBytes, tt.spliced)
 			}
