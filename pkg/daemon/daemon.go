@@ -257,13 +257,9 @@ func (d *Daemon) startService(s *service) error {
 		return fmt.Errorf("forward '%s': %w", s.cfg.Name, err)
 	}
 	if s.cfg.Interface != "" {
-		fl, err := followInterface("forward", s.cfg.Name, s.cfg.Interface, s.cfg.Listen, s.fwd, d.log)
-		if err != nil {
-			return fmt.Errorf("forward '%s': %w", s.cfg.Name, err)
-		}
-		s.follow = fl
-		d.log.Info("following interface", "forward", s.cfg.Name, "interface", s.cfg.Interface, "port", s.cfg.Listen.Port)
-		return nil
+		var err error
+		s.follow, err = followInterface("forward", s.cfg.Name, s.cfg.Interface, s.cfg.Listen, s.fwd, d.log)
+		return err
 	}
 	d.log.Info("listening", "forward", s.cfg.Name, "addr", s.fwd.Addr(), "upstreams", len(s.cfg.Upstreams))
 	return nil

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
 
@@ -24,7 +25,8 @@ type listenerSet interface {
 }
 
 // followInterface starts listening on every usable address of iface, on
-// listen's port, and follows them; kind and name label the logs.
+// listen's port, and follows them; kind and name label the logs and the
+// error.
 // An OpenWrt logical name ('wan') defined in config.NetworkPath is
 // followed through its device ('pppoe-wan'); logical names have no '-',
 // so a device name ('br-lan') is never mistaken for one.
@@ -65,8 +67,9 @@ func followInterface(kind, name, iface string, listen endpoint.Addr, svc listene
 		warn.Log(slog.LevelWarn, "interface", "err", err)
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s '%s': %w", kind, name, err)
 	}
+	log.Info("following interface", "port", listen.Port)
 	return &follower{w: w}, nil
 }
 

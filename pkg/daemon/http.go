@@ -154,13 +154,9 @@ func (d *Daemon) startOneHTTP(s *httpService) error {
 		return fmt.Errorf("http_proxy '%s': %w", s.cfg.Name, err)
 	}
 	if s.cfg.Interface != "" {
-		fl, err := followInterface("http_proxy", s.cfg.Name, s.cfg.Interface, s.cfg.Listen, s.svc, d.log)
-		if err != nil {
-			return fmt.Errorf("http_proxy '%s': %w", s.cfg.Name, err)
-		}
-		s.follow = fl
-		d.log.Info("following interface", "http_proxy", s.cfg.Name, "interface", s.cfg.Interface, "port", s.cfg.Listen.Port)
-		return nil
+		var err error
+		s.follow, err = followInterface("http_proxy", s.cfg.Name, s.cfg.Interface, s.cfg.Listen, s.svc, d.log)
+		return err
 	}
 	d.log.Info("listening", "http_proxy", s.cfg.Name, "addr", s.svc.Addr(), "rules", len(s.cfg.ACL.Rules), "auth", s.cfg.Auth)
 	return nil

@@ -13,7 +13,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -357,13 +356,7 @@ func runHTTPLoad(args []string) error {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	slices.Sort(all)
-	pct := func(p float64) float64 {
-		if len(all) == 0 {
-			return 0
-		}
-		return float64(all[min(len(all)-1, int(p*float64(len(all))))].Microseconds())
-	}
+	pct := percentiles(all)
 	return json.NewEncoder(os.Stdout).Encode(httpLoadResult{
 		Requests: int64(len(all)), RPS: float64(len(all)) / elapsed.Seconds(),
 		P50: pct(0.50), P99: pct(0.99), P999: pct(0.999), Max: pct(1), Errors: errs.Load(),

@@ -124,13 +124,7 @@ func runPingPong(args []string) error {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	slices.Sort(all)
-	pct := func(p float64) float64 {
-		if len(all) == 0 {
-			return 0
-		}
-		return float64(all[min(len(all)-1, int(p*float64(len(all))))].Microseconds())
-	}
+	pct := percentiles(all)
 	return json.NewEncoder(os.Stdout).Encode(pingResult{
 		Requests: int64(len(all)), RPS: float64(len(all)) / elapsed.Seconds(),
 		P50: pct(0.50), P99: pct(0.99), P999: pct(0.999), Errors: errs.Load(),
@@ -257,5 +251,18 @@ func runGoProxy(args []string) error {
 			c.(*net.TCPConn).CloseWrite()
 			<-done
 		}()
+	}
+}
+
+// percentiles sorts latencies and returns a function from a fraction (0.5,
+// 0.99, 1 for the maximum) to that percentile in microseconds (0 without
+// latencies).
+func percentiles(all []time.Duration) func(p float64) float64 {
+	slices.Sort(all)
+	return func(p float64) float64 {
+		if len(all) == 0 {
+			return 0
+		}
+		return float64(all[min(len(all)-1, int(p*float64(len(all))))].Microseconds())
 	}
 }
