@@ -1210,7 +1210,8 @@ func (c *conn) finishExchange() {
 type record struct {
 	client           netip.Addr
 	user, method     string
-	url              string
+	raw              string // the request target as sent
+	t                target // where it went; spelled out only for the access log
 	status           int
 	byProxy          bool // the status is sluice's own (an error it answered)
 	bytesUp, bytesDn uint64
@@ -1220,15 +1221,20 @@ type record struct {
 // record returns the access record of the current exchange.
 func (c *conn) record() record {
 	ex := c.ex
-	r := record{client: c.client, user: ex.user, method: "-", url: "-", status: ex.status,
+	r := record{client: c.client, user: ex.user, method: "-", raw: "-", t: ex.t, status: ex.status,
 		byProxy: ex.resp == nil && !ex.cache.served(), bytesUp: ex.bytesUp, bytesDn: ex.bytesDn, start: ex.start}
 	if ex.req != nil {
-		r.url, r.method = ex.req.Target, ex.req.Method
-	}
-	if ex.t.host != "" {
-		r.url = ex.t.url()
+		r.raw, r.method = ex.req.Target, ex.req.Method
 	}
 	return r
+}
+
+// url is the record's URL or CONNECT target for the access log.
+func (r *record) url() string {
+	if r.t.host != "" {
+		return r.t.url()
+	}
+	return r.raw
 }
 
 func (c *conn) logAccess() {
@@ -1248,7 +1254,7 @@ func (s *Service) logRecord(l *reactor.Loop, r *record) {
 		return
 	}
 	s.cfg.AccessLog.Info("request", "client", r.client.String(), "user", r.user, "method", r.method,
-		"url", r.url, "status", r.status, "bytes_up", r.bytesUp, "bytes_down", r.bytesDn,
+		"url", r.url(), "status", r.status, "bytes_up", r.bytesUp, "bytes_down", r.bytesDn,
 		"duration", time.Since(r.start).Round(time.Microsecond))
 }
 
