@@ -134,9 +134,8 @@ type Service struct {
 	stats   []Stats // one per loop, owned by that loop
 	// live holds, per loop and owned by it, the connections being
 	// relayed, so that Snapshot can count their bytes so far.
-	live   []map[*conn]struct{}
-	active atomic.Int64
-	idle   chan struct{} // signalled when active drops to zero
+	live  []map[*conn]struct{}
+	conns *reactor.Live // live connections, for Active and Drain
 
 	lns     *endpoint.Group
 	hasMain bool // New listened on cfg.Listen: the group's first listener
@@ -170,7 +169,7 @@ func New(ctx context.Context, r *reactor.Reactor, cfg Config) (*Service, error) 
 		warn:     &ratelog.Logger{Out: log},
 		stats:    make([]Stats, len(r.Loops())),
 		live:     make([]map[*conn]struct{}, len(r.Loops())),
-		idle:     make(chan struct{}, 1),
+		conns:    reactor.NewLive(),
 		upActive: make(map[string]*atomic.Int64),
 	}
 	s.lns = endpoint.NewGroup(r.Loops(), s.accept, endpoint.ListenOptions{}, func(err error) {
@@ -281,7 +280,7 @@ func (s *Service) Start() error { return s.lns.Start() }
 func (s *Service) SetActiveLoops(n int) { s.lns.SetActiveLoops(n) }
 
 // Active returns the number of live connections.
-func (s *Service) Active() int { return int(s.active.Load()) }
+func (s *Service) Active() int { return s.conns.Count() }
 
 // StopAccepting closes every listener; AddListener fails from then on.
 // Live connections are not touched. It must not be called from a loop
@@ -292,19 +291,7 @@ func (s *Service) StopAccepting() { s.lns.Close() }
 // ctx is done. It must not be called from a loop goroutine.
 func (s *Service) Drain(ctx context.Context) error {
 	s.StopAccepting()
-	// The idle signal wakes one waiter; the tick covers a second Drain
-	// of the same service (a reload's and the shutdown's).
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for s.active.Load() > 0 {
-		select {
-		case <-s.idle:
-		case <-tick.C:
-		case <-ctx.Done():
-			return fmt.Errorf("drain: %d connections still open: %w", s.active.Load(), ctx.Err())
-		}
-	}
-	return nil
+	return s.conns.Wait(ctx)
 }
 
 // Stats sums the counters of every loop. Call it only once the reactor has
@@ -322,28 +309,14 @@ func (s *Service) Stats() Stats {
 // on its goroutine. It must not be called from a loop goroutine; it gives
 // up when ctx is done.
 func (s *Service) Snapshot(ctx context.Context) (Stats, error) {
-	loops := s.reactor.Loops()
-	got := make(chan Stats, len(loops))
-	for _, l := range loops {
-		l.Post(func() {
-			st := s.stats[l.ID()]
-			for c := range s.live[l.ID()] {
-				st.BytesUp += c.relay.BytesAB()
-				st.BytesDown += c.relay.BytesBA()
-			}
-			got <- st
-		})
-	}
-	var total Stats
-	for range loops {
-		select {
-		case st := <-got:
-			total.add(st)
-		case <-ctx.Done():
-			return total, fmt.Errorf("stats: %w", ctx.Err())
+	return reactor.Gather(ctx, s.reactor.Loops(), func(l *reactor.Loop) Stats {
+		st := s.stats[l.ID()]
+		for c := range s.live[l.ID()] {
+			st.BytesUp += c.relay.BytesAB()
+			st.BytesDown += c.relay.BytesBA()
 		}
-	}
-	return total, nil
+		return st
+	}, (*Stats).add)
 }
 
 // conn is a client connection waiting for its upstream.
@@ -365,7 +338,7 @@ func (s *Service) accept(l *reactor.Loop, fd int) {
 	st := &s.stats[l.ID()]
 	st.Accepted++
 	set := s.set.Load()
-	if n := s.active.Add(1); set.maxConns > 0 && n > int64(set.maxConns) {
+	if n := s.conns.Add(); set.maxConns > 0 && n > int64(set.maxConns) {
 		s.refuse(l, fd, "connection limit reached", "max_conns", set.maxConns)
 		return
 	}
@@ -389,7 +362,7 @@ func (s *Service) accept(l *reactor.Loop, fd int) {
 func (s *Service) refuse(l *reactor.Loop, fd int, msg string, args ...any) {
 	s.stats[l.ID()].Refused++
 	l.Close(fd)
-	s.release()
+	s.conns.Done()
 	s.warn.Log(slog.LevelWarn, msg, args...)
 }
 
@@ -490,7 +463,7 @@ func (c *conn) upstreamFailed(err error) {
 	s := c.s
 	s.stats[c.loop.ID()].Refused++
 	c.loop.Close(c.client)
-	s.release()
+	s.conns.Done()
 	s.warn.Log(slog.LevelWarn, "upstream connect failed", "err", errors.Join(c.errs...))
 }
 
@@ -507,14 +480,5 @@ func (c *conn) relayDone(r *relay.Relay, err error) {
 	if err != nil && !errors.Is(err, relay.ErrIdleTimeout) {
 		s.log.Debug("connection reset", "err", err, "bytes_up", r.BytesAB(), "bytes_down", r.BytesBA())
 	}
-	s.release()
-}
-
-func (s *Service) release() {
-	if s.active.Add(-1) == 0 {
-		select {
-		case s.idle <- struct{}{}:
-		default:
-		}
-	}
+	s.conns.Done()
 }

@@ -202,16 +202,16 @@ func (b *body) check(data []byte) error {
 func (s *Service) accept(l *reactor.Loop, fd int) {
 	st := &s.stats[l.ID()]
 	st.Accepted++
-	if n := s.active.Add(1); s.cfg.MaxConns > 0 && n > int64(s.cfg.MaxConns) {
+	if n := s.live.Add(); s.cfg.MaxConns > 0 && n > int64(s.cfg.MaxConns) {
 		l.Close(fd)
-		s.release()
+		s.live.Done()
 		s.warn.Log(slog.LevelWarn, "connection limit reached", "max_conns", s.cfg.MaxConns)
 		return
 	}
 	if s.cfg.Admit != nil {
 		if err := s.cfg.Admit(); err != nil {
 			l.Close(fd)
-			s.release()
+			s.live.Done()
 			s.warn.Log(slog.LevelWarn, "connection refused", "err", err)
 			return
 		}
@@ -226,7 +226,7 @@ func (s *Service) accept(l *reactor.Loop, fd int) {
 	c.timer.Func = c.expire
 	if err := l.Register(fd, endpoint.ConnEvents, c); err != nil {
 		l.Close(fd)
-		s.release()
+		s.live.Done()
 		s.warn.Log(slog.LevelWarn, "accept failed", "err", err)
 		return
 	}
@@ -753,7 +753,7 @@ func (tn *tunnel) done(r *relay.Relay, err error) {
 	if tn.rl != nil {
 		tn.rl.Release()
 	}
-	tn.s.release()
+	tn.s.live.Done()
 }
 
 // runExchange moves the request up and the response down.
@@ -1322,5 +1322,5 @@ func (c *conn) close(reset bool) {
 	} else {
 		c.loop.Close(c.fd)
 	}
-	c.s.release()
+	c.s.live.Done()
 }

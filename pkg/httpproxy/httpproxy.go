@@ -182,9 +182,8 @@ type Service struct {
 	dns     []dnsCache   // one per loop: recent lookups
 	log     *slog.Logger
 	warn    *ratelog.Logger
-	stats   []Stats // one per loop, owned by it
-	active  atomic.Int64
-	idle    chan struct{}
+	stats   []Stats       // one per loop, owned by it
+	live    *reactor.Live // client connections and tunnels
 	lns     *endpoint.Group
 	tunnels liveTunnels // tunnels that count for an identity (account.go)
 	// port is the listeners' port: with TProxy, a connection to another
@@ -236,7 +235,7 @@ func New(ctx context.Context, r *reactor.Reactor, cfg Config) (*Service, error) 
 		log:     log,
 		warn:    &ratelog.Logger{Out: log},
 		stats:   make([]Stats, len(r.Loops())),
-		idle:    make(chan struct{}, 1),
+		live:    reactor.NewLive(),
 	}
 	s.origins = make([]originPool, len(r.Loops()))
 	s.dns = make([]dnsCache, len(r.Loops()))
@@ -285,7 +284,7 @@ func (s *Service) RemoveListener(a endpoint.Addr) bool { return s.lns.Remove(a) 
 func (s *Service) Start() error { return s.lns.Start() }
 
 // Active returns the number of live client connections and tunnels.
-func (s *Service) Active() int { return int(s.active.Load()) }
+func (s *Service) Active() int { return s.live.Count() }
 
 // SetActiveLoops makes only the first n loops accept new connections (the
 // tuner's loop knob); see endpoint.Listener.SetActiveLoops.
@@ -299,14 +298,7 @@ func (s *Service) StopAccepting() { s.lns.Close() }
 // ctx is done. It must not be called from a loop goroutine.
 func (s *Service) Drain(ctx context.Context) error {
 	s.StopAccepting()
-	for s.active.Load() > 0 {
-		select {
-		case <-s.idle:
-		case <-ctx.Done():
-			return fmt.Errorf("drain: %d connections still open: %w", s.active.Load(), ctx.Err())
-		}
-	}
-	return nil
+	return s.live.Wait(ctx)
 }
 
 // Stats sums the counters of every loop; call it once the reactor has
@@ -322,30 +314,7 @@ func (s *Service) Stats() Stats {
 // Snapshot sums the counters of every loop while the reactor runs. It must
 // not be called from a loop goroutine.
 func (s *Service) Snapshot(ctx context.Context) (Stats, error) {
-	loops := s.reactor.Loops()
-	got := make(chan Stats, len(loops))
-	for _, l := range loops {
-		l.Post(func() { got <- s.stats[l.ID()] })
-	}
-	var total Stats
-	for range loops {
-		select {
-		case st := <-got:
-			total.add(st)
-		case <-ctx.Done():
-			return total, fmt.Errorf("stats: %w", ctx.Err())
-		}
-	}
-	return total, nil
-}
-
-func (s *Service) release() {
-	if s.active.Add(-1) == 0 {
-		select {
-		case s.idle <- struct{}{}:
-		default:
-		}
-	}
+	return reactor.Gather(ctx, s.reactor.Loops(), func(l *reactor.Loop) Stats { return s.stats[l.ID()] }, (*Stats).add)
 }
 
 // bufPool lends the buffers heads and bodies pass through on one loop.
