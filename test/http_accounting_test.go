@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -575,6 +576,29 @@ func TestHTTPAccountingOff(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(cfg.dir, "acct")); !os.IsNotExist(err) {
 		t.Errorf("accounting directory created with accounting off (%v)", err)
+	}
+}
+
+// TestHTTPAccountingQuotaClosesTunnel: a live tunnel that takes its
+// identity over quota is closed at the next sync (here the one `sluice
+// accounting show` makes), with a log line; a new CONNECT is refused.
+func TestHTTPAccountingQuotaClosesTunnel(t *testing.T) {
+	o := startOrigin(t, false)
+	cfg, _, authAddr, _, _ := acctDaemon(t, "1h")
+	p := startSluice(t, "run", "-c", cfg.path)
+	tc, _, _ := liveTunnel(t, authAddr, "bob", o, 150000) // bob's class: 100K a day
+	if e := acctShow(t, cfg)["bob"]; e.Quota == nil || !e.Quota.Exceeded {
+		t.Fatalf("bob after 150,000 bytes: %+v", e)
+	}
+	if _, err := p.waitLog(5*time.Second, "quota exceeded: tunnel closed", "user=bob"); err != nil {
+		t.Fatal(err)
+	}
+	_ = tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := tc.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("the tunnel is still open after the quota ran out: read %d, %v", n, err)
+	}
+	if status, _, _, _ := curlMoved(t, authAddr, "--proxy-user", "bob:pw", "http://"+o.hostPort()+"/bytes/10"); status != 403 {
+		t.Errorf("bob's next request: status %d, want 403", status)
 	}
 }
 

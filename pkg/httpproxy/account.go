@@ -156,7 +156,9 @@ func (lt *liveTunnels) remove(tn *tunnel) {
 }
 
 // Sync adds the bytes every live tunnel moved so far, on the tunnel's
-// loop; it returns when every loop has, or when ctx is done.
+// loop, and closes the tunnels whose identity is now over its quota (a
+// long tunnel cannot outlive the quota by more than a flush interval);
+// it returns when every loop has, or when ctx is done.
 func (lt *liveTunnels) Sync(ctx context.Context) {
 	lt.mu.Lock()
 	byLoop := make(map[*reactor.Loop][]*tunnel)
@@ -170,8 +172,14 @@ func (lt *liveTunnels) Sync(ctx context.Context) {
 		l.Post(func() {
 			now := time.Now()
 			for _, tn := range tns {
-				if !tn.acct.ended {
-					tn.addSoFar(now)
+				if tn.acct.ended {
+					continue
+				}
+				tn.addSoFar(now)
+				if err := tn.acct.rec.Check(now); err != nil {
+					tn.s.warn.Log(slog.LevelWarn, "quota exceeded: tunnel closed", "client", tn.rec.client.String(),
+						"user", tn.acct.rec.Key(), "target", tn.rec.raw, "err", err)
+					tn.acct.relay.Abort()
 				}
 			}
 			done <- struct{}{}
