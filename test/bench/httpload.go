@@ -77,45 +77,37 @@ func runOrigin(args []string) error {
 	var mu sync.Mutex
 	slowCounts := map[string]int64{}
 	fmt.Println("ready")
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		go func() {
-			defer c.Close()
-			r := bufio.NewReaderSize(c, 4096)
-			for {
-				path, n, err := readRequestHead(r)
-				if err != nil {
-					return
-				}
-				if n > 0 {
-					if _, err := r.Discard(int(n)); err != nil {
-						return
-					}
-				}
-				switch {
-				case path == "/__count":
-					mu.Lock()
-					j, _ := json.Marshal(originCounts{Total: total.Load(), Slow: maps.Clone(slowCounts)})
-					mu.Unlock()
-					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\nCache-Control: no-store\r\n\r\n%s", len(j), j)
-					continue
-				case strings.HasPrefix(path, "/slow/"):
-					mu.Lock()
-					slowCounts[path]++
-					mu.Unlock()
-					time.Sleep(*slow)
-				}
-				total.Add(1)
-				if _, err := c.Write(*resp.Load()); err != nil {
+	return serve(ln, func(c net.Conn) {
+		r := bufio.NewReaderSize(c, 4096)
+		for {
+			path, n, err := readRequestHead(r)
+			if err != nil {
+				return
+			}
+			if n > 0 {
+				if _, err := r.Discard(int(n)); err != nil {
 					return
 				}
 			}
-		}()
-	}
+			switch {
+			case path == "/__count":
+				mu.Lock()
+				j, _ := json.Marshal(originCounts{Total: total.Load(), Slow: maps.Clone(slowCounts)})
+				mu.Unlock()
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\nCache-Control: no-store\r\n\r\n%s", len(j), j)
+				continue
+			case strings.HasPrefix(path, "/slow/"):
+				mu.Lock()
+				slowCounts[path]++
+				mu.Unlock()
+				time.Sleep(*slow)
+			}
+			total.Add(1)
+			if _, err := c.Write(*resp.Load()); err != nil {
+				return
+			}
+		}
+	})
 }
 
 // readRequestHead reads one request head and returns its path (the
@@ -167,21 +159,13 @@ func runSource(args []string) error {
 	}
 	pat := sourcePattern()
 	fmt.Println("ready")
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		go func() {
-			defer c.Close()
-			for {
-				if _, err := c.Write(pat); err != nil {
-					return
-				}
+	return serve(ln, func(c net.Conn) {
+		for {
+			if _, err := c.Write(pat); err != nil {
+				return
 			}
-		}()
-	}
+		}
+	})
 }
 
 // sourcePattern is what the source repeats: 256 KiB of ChaCha8 output.

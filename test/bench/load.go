@@ -37,33 +37,42 @@ func runEcho(args []string) error {
 	return <-errc
 }
 
-// serveEcho echoes every connection on ln.
-func serveEcho(ln net.Listener) error {
+// serve accepts on ln until it is closed and runs handle for every
+// connection on its own goroutine, closing the connection after it.
+// Accept errors (EMFILE under the idle figures) back off and go on.
+func serve(ln net.Listener, handle func(c net.Conn)) error {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return err
 			}
-			time.Sleep(10 * time.Millisecond) // EMFILE: back off
+			time.Sleep(10 * time.Millisecond)
 			continue
 		}
 		go func() {
 			defer c.Close()
-			buf := make([]byte, 4096)
-			for {
-				n, err := c.Read(buf)
-				if n > 0 {
-					if _, werr := c.Write(buf[:n]); werr != nil {
-						return
-					}
-				}
-				if err != nil {
+			handle(c)
+		}()
+	}
+}
+
+// serveEcho echoes every connection on ln.
+func serveEcho(ln net.Listener) error {
+	return serve(ln, func(c net.Conn) {
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.Read(buf)
+			if n > 0 {
+				if _, werr := c.Write(buf[:n]); werr != nil {
 					return
 				}
 			}
-		}()
-	}
+			if err != nil {
+				return
+			}
+		}
+	})
 }
 
 // pingResult is what `bench pingpong` prints.
@@ -228,30 +237,22 @@ func runGoProxy(args []string) error {
 	if err != nil {
 		return err
 	}
-	for {
-		c, err := ln.Accept()
+	return serve(ln, func(c net.Conn) {
+		u, err := net.Dial("tcp", *upstream)
 		if err != nil {
-			time.Sleep(10 * time.Millisecond)
-			continue
+			return
 		}
+		defer u.Close()
+		done := make(chan struct{})
 		go func() {
-			defer c.Close()
-			u, err := net.Dial("tcp", *upstream)
-			if err != nil {
-				return
-			}
-			defer u.Close()
-			done := make(chan struct{})
-			go func() {
-				io.Copy(u, c)
-				u.(*net.TCPConn).CloseWrite()
-				close(done)
-			}()
-			io.Copy(c, u)
-			c.(*net.TCPConn).CloseWrite()
-			<-done
+			io.Copy(u, c)
+			u.(*net.TCPConn).CloseWrite()
+			close(done)
 		}()
-	}
+		io.Copy(c, u)
+		c.(*net.TCPConn).CloseWrite()
+		<-done
+	})
 }
 
 // percentiles sorts latencies and returns a function from a fraction (0.5,
