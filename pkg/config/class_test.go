@@ -1,7 +1,6 @@
 package config
 
 import (
-	"strings"
 	"testing"
 )
 
@@ -106,18 +105,7 @@ func TestParseClassErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, errs := Parse("f.conf", []byte(tt.in))
-			if cfg != nil {
-				t.Fatalf("Parse returned a config, want errors %q", tt.want)
-			}
-			if len(errs) != len(tt.want) {
-				t.Fatalf("got %d errors, want %d:\n%v", len(errs), len(tt.want), errs)
-			}
-			for i, w := range tt.want {
-				if !strings.Contains(errs[i].Error(), w) {
-					t.Errorf("error %d = %q, want it to contain %q", i, errs[i].Error(), w)
-				}
-			}
+			wantErrors(t, tt.in, tt.want)
 		})
 	}
 }

@@ -143,18 +143,7 @@ func TestParseErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, errs := Parse("f.conf", []byte(tt.in))
-			if cfg != nil {
-				t.Fatalf("Parse returned a config, want errors %q", tt.want)
-			}
-			if len(errs) != len(tt.want) {
-				t.Fatalf("got %d errors, want %d:\n%v", len(errs), len(tt.want), errs)
-			}
-			for i, w := range tt.want {
-				if !strings.Contains(errs[i].Error(), w) {
-					t.Errorf("error %d = %q, want it to contain %q", i, errs[i].Error(), w)
-				}
-			}
+			wantErrors(t, tt.in, tt.want)
 		})
 	}
 }
@@ -193,4 +182,22 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// wantErrors parses in as f.conf and checks that it fails with exactly
+// the errors want, in order (each a substring of its error).
+func wantErrors(t *testing.T, in string, want []string) {
+	t.Helper()
+	cfg, errs := Parse("f.conf", []byte(in))
+	if cfg != nil {
+		t.Fatalf("Parse returned a config, want errors %q", want)
+	}
+	if len(errs) != len(want) {
+		t.Fatalf("got %d errors, want %d:\n%v", len(errs), len(want), errs)
+	}
+	for i, w := range want {
+		if !strings.Contains(errs[i].Error(), w) {
+			t.Errorf("error %d = %q, want it to contain %q", i, errs[i].Error(), w)
+		}
+	}
 }
