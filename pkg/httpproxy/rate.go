@@ -46,9 +46,8 @@ func (c *conn) rateAdmit() bool {
 	if up == nil && down == nil {
 		return true
 	}
-	// A limited body is copied, never spliced: the splice path reads
-	// whole pipes, the copy path reads what the bucket grants.
-	ex.spUp.off, ex.spDown.off = true, true
+	// A limited body is copied, never spliced (splice.go checks ex.rate):
+	// the copy path reads what the bucket grants.
 	ex.rate = &exRate{}
 	if up != nil {
 		ex.rate.up = ratelimit.NewFlow(up, c.pump)
