@@ -48,11 +48,21 @@ func Follow(name string, change Change, onErr func(error)) (*Watcher, error) {
 	w := &Watcher{name: name, change: change, onErr: onErr, done: make(chan struct{}), inUse: make(map[netip.Addr]bool)}
 	addrs := make(chan netlink.AddrUpdate, 64)
 	links := make(chan netlink.LinkUpdate, 64)
-	if err := netlink.AddrSubscribeWithOptions(addrs, w.done, netlink.AddrSubscribeOptions{ErrorCallback: onErr}); err != nil {
+	// Close ends a subscription by closing its socket, which its receiver
+	// reports as an error ("Receive failed: resource temporarily
+	// unavailable"): that one is the watcher stopping, not a fault.
+	subErr := func(err error) {
+		select {
+		case <-w.done:
+		default:
+			onErr(err)
+		}
+	}
+	if err := netlink.AddrSubscribeWithOptions(addrs, w.done, netlink.AddrSubscribeOptions{ErrorCallback: subErr}); err != nil {
 		close(w.done)
 		return nil, fmt.Errorf("follow %s: subscribe to addresses: %w", name, err)
 	}
-	if err := netlink.LinkSubscribeWithOptions(links, w.done, netlink.LinkSubscribeOptions{ErrorCallback: onErr}); err != nil {
+	if err := netlink.LinkSubscribeWithOptions(links, w.done, netlink.LinkSubscribeOptions{ErrorCallback: subErr}); err != nil {
 		close(w.done)
 		return nil, fmt.Errorf("follow %s: subscribe to links: %w", name, err)
 	}
