@@ -602,6 +602,39 @@ func TestHTTPAccountingQuotaClosesTunnel(t *testing.T) {
 	}
 }
 
+// TestHTTPAccountingQuotaCutsDownload: a download that is running when its
+// user goes over quota is cut within a few seconds (the accounting checks
+// live connections of identities with a quota every 2 s), with no `show`
+// or flush to help it; the counters keep what was sent.
+func TestHTTPAccountingQuotaCutsDownload(t *testing.T) {
+	o := startOrigin(t, false)
+	cfg, _, authAddr, _, _ := acctDaemon(t, "1h")
+	p := startSluice(t, "run", "-c", cfg.path)
+	const size = 16 << 20
+	start := time.Now()
+	// bob's class allows 100K a day: the request starts under quota and
+	// the origin sends at 1 MB/s, so the body would take 16 s.
+	status, down, _, _ := curlMoved(t, authAddr, "--proxy-user", "bob:pw",
+		"http://"+o.hostPort()+fmt.Sprintf("/drip/%d", size))
+	took := time.Since(start)
+	if status != 200 || down >= size {
+		t.Fatalf("status %d, %d of %d bytes: want the 200 cut short", status, down, size)
+	}
+	// Checked every 2 s: about 2 MB got through; 5 s and 5 MB leave room
+	// for a slow machine.
+	if took > 5*time.Second || down > 5<<20 {
+		t.Errorf("the download was cut after %v and %d bytes, want within a few seconds", took, down)
+	}
+	if _, err := p.waitLog(5*time.Second, "quota exceeded: connection closed", "user=bob"); err != nil {
+		t.Fatal(err)
+	}
+	e := acctShow(t, cfg)["bob"]
+	if e.Quota == nil || !e.Quota.Exceeded || e.BytesDown < down || e.Requests != 1 {
+		t.Errorf("bob after a cut download of %d bytes: %+v", down, e)
+	}
+	t.Logf("cut after %v: curl got %d bytes, bob counted %d", took.Round(time.Millisecond), down, e.BytesDown)
+}
+
 // TestHTTPAccountingStartsWithFirstProxy: a daemon with only forwards
 // counts nothing and makes no accounting directory; a reload that adds an
 // http_proxy starts the counting.

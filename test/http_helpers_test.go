@@ -27,6 +27,7 @@ import (
 //	/echo        method, body sha256 and length, and the request fields it saw (as X-Seen-*)
 //	/bytes/N     N deterministic bytes with Content-Length
 //	/chunked/N   N deterministic bytes, chunked (flushed in 4 KiB pieces)
+//	/drip/N      N deterministic bytes with Content-Length, at 1 MB/s in 64 KiB pieces
 //	/silent      nothing, ever (for timeouts)
 type origin struct {
 	srv      *httptest.Server
@@ -58,6 +59,26 @@ func startOrigin(t testing.TB, tlsOn bool) *origin {
 		n, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/bytes/"))
 		w.Header().Set("Content-Length", strconv.Itoa(n))
 		_, _ = w.Write(pattern(n))
+	})
+	mux.HandleFunc("/drip/", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/drip/"))
+		w.Header().Set("Content-Length", strconv.Itoa(n))
+		body := pattern(n)
+		tick := time.NewTicker(64 * time.Millisecond) // 64 KiB each: 1 MB/s
+		defer tick.Stop()
+		for len(body) > 0 {
+			piece := body[:min(len(body), 64<<10)]
+			if _, err := w.Write(piece); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			body = body[len(piece):]
+			select {
+			case <-tick.C:
+			case <-r.Context().Done():
+				return
+			}
+		}
 	})
 	mux.HandleFunc("/chunked/", func(w http.ResponseWriter, r *http.Request) {
 		n, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/chunked/"))

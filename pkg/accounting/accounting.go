@@ -10,6 +10,9 @@
 // calls it on SIGHUP and SIGTERM): temp file, fsync, rename, fsync of the
 // directory, so a crash loses at most one interval and a torn write is
 // never read back. Flushes run on their own goroutine, never on a loop.
+// Live connections of an identity with a quota are synced and checked
+// every QuotaCheck while there are any (Watch), so a quota also stops a
+// long download or tunnel.
 package accounting
 
 import (
@@ -50,6 +53,10 @@ type Config struct {
 	// MaxRecords bounds the address identities kept; clients past it are
 	// counted together under OtherKey. If zero, DefaultMaxRecords.
 	MaxRecords int
+	// QuotaCheck is how often watched sources (live connections of
+	// identities with a quota) are synced and checked. If zero,
+	// DefaultQuotaCheck.
+	QuotaCheck time.Duration
 	// Now is the clock. If nil, time.Now.
 	Now func() time.Time
 	// Log receives flush failures and set-aside files. If nil,
@@ -90,6 +97,11 @@ type Accounting struct {
 
 	srcMu   sync.Mutex
 	sources map[Source]struct{}
+
+	wmu     sync.Mutex // guards the watch (watch.go)
+	watched map[Source]struct{}
+	wtimer  *time.Timer
+	wclosed bool
 }
 
 // Source has counts that live connections have not added yet (the bytes
@@ -154,6 +166,9 @@ func New(cfg Config) (*Accounting, error) {
 	}
 	if cfg.MaxRecords <= 0 {
 		cfg.MaxRecords = DefaultMaxRecords
+	}
+	if cfg.QuotaCheck <= 0 {
+		cfg.QuotaCheck = DefaultQuotaCheck
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -316,8 +331,9 @@ func (a *Accounting) Flush() error {
 	return nil
 }
 
-// Close writes the counters a last time and stops the flush timer.
+// Close writes the counters a last time and stops the flush and watch timers.
 func (a *Accounting) Close() error {
+	a.stopWatch()
 	a.tmu.Lock()
 	a.closed = true
 	if a.timer != nil {

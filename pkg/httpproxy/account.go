@@ -51,7 +51,62 @@ func (c *conn) account() bool {
 		return false
 	}
 	ex.counted = true
+	c.watch(c.acct.Limited())
 	return true
+}
+
+// watch puts the connection in the service's counted set while its
+// identity has a quota (so a long download is cut at the quota), and
+// takes it out otherwise.
+func (c *conn) watch(limited bool) {
+	switch {
+	case limited && !c.watched:
+		c.s.counted.add(c.s.cfg.Accounting, c, true)
+	case !limited && c.watched:
+		c.s.counted.remove(c)
+	}
+	c.watched = limited
+}
+
+func (c *conn) home() *reactor.Loop { return c.loop }
+
+// syncAcct adds what the exchange in flight moved so far and, when the
+// identity is over its quota, ends the connection: a 403 if the response
+// has not started, else the response is cut short.
+func (c *conn) syncAcct(now time.Time) {
+	if c.acct == nil || c.state == stClosed {
+		return
+	}
+	ex := c.ex
+	if ex != nil && ex.counted {
+		if up, dn := ex.bytesUp-ex.addedUp, ex.bytesDn-ex.addedDn; up != 0 || dn != 0 {
+			c.acct.Add(0, up, dn, now)
+			ex.addedUp, ex.addedDn = ex.bytesUp, ex.bytesDn
+		}
+	}
+	err := c.acct.Check(now)
+	if err == nil {
+		return
+	}
+	switch c.state {
+	case stHead, stExchange, stCache:
+	default:
+		return // resolving, dialling or waiting: the next sync, or the next request's check
+	}
+	c.s.warn.Log(slog.LevelWarn, "quota exceeded: connection closed", "client", c.client.String(),
+		"user", c.acct.Key(), "err", err)
+	if ex == nil {
+		c.closeGracefully() // between requests
+		return
+	}
+	c.abortUp()
+	if !ex.headOut {
+		ex.resp = nil
+		c.fail(403, err.Error())
+		return
+	}
+	c.logAccess()
+	c.close(true)
 }
 
 // sameIdentity reports whether c.acct counts for user. An empty user (a
@@ -64,15 +119,17 @@ func (c *conn) sameIdentity(user string) bool {
 	return user == "" || c.acct.Key() == user
 }
 
-// accountRequest adds a finished request (of any outcome) to its record.
+// accountRequest adds a finished request (of any outcome) to its record,
+// less what syncs added while it ran.
 func (c *conn) accountRequest(r *record) {
-	if c.acct != nil && c.ex != nil && c.ex.counted {
-		c.acct.Add(1, r.bytesUp, r.bytesDn, time.Now())
+	if ex := c.ex; c.acct != nil && ex != nil && ex.counted {
+		c.acct.Add(1, r.bytesUp-ex.addedUp, r.bytesDn-ex.addedDn, time.Now())
 	}
 }
 
 // closeAccount ends the connection's connected time.
 func (c *conn) closeAccount() {
+	c.watch(false)
 	if c.acct != nil {
 		c.acct.Close(time.Now())
 		c.acct = nil
@@ -96,7 +153,22 @@ func (tn *tunnel) track(r *relay.Relay) {
 		return // no accounting, or relay.Start ended it at once
 	}
 	tn.acct.relay = r
-	tn.s.tunnels.add(tn)
+	tn.s.counted.add(tn.s.cfg.Accounting, tn, tn.acct.rec.Limited())
+}
+
+func (tn *tunnel) home() *reactor.Loop { return tn.acct.relay.Loop() }
+
+// syncAcct adds what the tunnel moved so far and closes it over quota.
+func (tn *tunnel) syncAcct(now time.Time) {
+	if tn.acct.ended {
+		return
+	}
+	tn.addSoFar(now)
+	if err := tn.acct.rec.Check(now); err != nil {
+		tn.s.warn.Log(slog.LevelWarn, "quota exceeded: tunnel closed", "client", tn.rec.client.String(),
+			"user", tn.acct.rec.Key(), "target", tn.rec.raw, "err", err)
+		tn.acct.relay.Abort()
+	}
 }
 
 // addSoFar adds what the tunnel moved since the last call. On its loop.
@@ -118,69 +190,99 @@ func (tn *tunnel) account() {
 	}
 	a.ended = true
 	if a.relay != nil {
-		tn.s.tunnels.remove(tn)
+		tn.s.counted.remove(tn)
 	}
 	now := time.Now()
 	a.rec.Add(1, tn.rec.bytesUp-a.addedUp, tn.rec.bytesDn-a.addedDn, now)
 	a.rec.Close(now)
 }
 
-// liveTunnels are a service's running tunnels that count for an
-// identity. While there is one, the set is a source of the accounting.
-type liveTunnels struct {
-	mu  sync.Mutex
-	acc *accounting.Accounting
-	set map[*tunnel]struct{}
+// counted is a live connection or tunnel whose bytes a sync adds before
+// it ends. Its methods run on its loop.
+type counted interface {
+	home() *reactor.Loop
+	// syncAcct adds what moved since the last call and closes the
+	// connection if its identity is now over its quota.
+	syncAcct(now time.Time)
 }
 
-func (lt *liveTunnels) add(tn *tunnel) {
-	lt.mu.Lock()
-	defer lt.mu.Unlock()
-	if lt.set == nil {
-		lt.set = make(map[*tunnel]struct{})
+// liveCounted are a service's live tunnels that count for an identity and
+// its client connections that count for an identity with a quota. While
+// there is one, the set is a source of the accounting (each flush and
+// snapshot syncs it); while one has a quota, the accounting also syncs it
+// every few seconds (Watch), so the quota cuts a long download or tunnel
+// short.
+type liveCounted struct {
+	mu      sync.Mutex
+	acc     *accounting.Accounting
+	set     map[counted]bool // value: the identity has a quota
+	limited int
+}
+
+// add puts x in the set, or updates whether it has a quota.
+func (lc *liveCounted) add(acc *accounting.Accounting, x counted, limited bool) {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	if lc.set == nil {
+		lc.set = make(map[counted]bool)
 	}
-	lt.set[tn] = struct{}{}
-	if len(lt.set) == 1 {
-		lt.acc = tn.s.cfg.Accounting
-		lt.acc.AddSource(lt)
+	was, in := lc.set[x]
+	if !in && len(lc.set) == 0 {
+		lc.acc = acc
+		acc.AddSource(lc)
+	}
+	lc.set[x] = limited
+	switch {
+	case limited && (!in || !was):
+		lc.limited++
+		if lc.limited == 1 {
+			lc.acc.Watch(lc)
+		}
+	case !limited && in && was:
+		lc.unlimit()
 	}
 }
 
-func (lt *liveTunnels) remove(tn *tunnel) {
-	lt.mu.Lock()
-	defer lt.mu.Unlock()
-	delete(lt.set, tn)
-	if len(lt.set) == 0 {
-		lt.acc.RemoveSource(lt)
+func (lc *liveCounted) remove(x counted) {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	limited, in := lc.set[x]
+	if !in {
+		return
+	}
+	delete(lc.set, x)
+	if limited {
+		lc.unlimit()
+	}
+	if len(lc.set) == 0 {
+		lc.acc.RemoveSource(lc)
 	}
 }
 
-// Sync adds the bytes every live tunnel moved so far, on the tunnel's
-// loop, and closes the tunnels whose identity is now over its quota (a
-// long tunnel cannot outlive the quota by more than a flush interval);
-// it returns when every loop has, or when ctx is done.
-func (lt *liveTunnels) Sync(ctx context.Context) {
-	lt.mu.Lock()
-	byLoop := make(map[*reactor.Loop][]*tunnel)
-	for tn := range lt.set {
-		l := tn.acct.relay.Loop()
-		byLoop[l] = append(byLoop[l], tn)
+// unlimit counts one limited member less. Called with mu held.
+func (lc *liveCounted) unlimit() {
+	lc.limited--
+	if lc.limited == 0 {
+		lc.acc.Unwatch(lc)
 	}
-	lt.mu.Unlock()
+}
+
+// Sync runs every member's syncAcct on its loop; it returns when every
+// loop has, or when ctx is done.
+func (lc *liveCounted) Sync(ctx context.Context) {
+	lc.mu.Lock()
+	byLoop := make(map[*reactor.Loop][]counted)
+	for x := range lc.set {
+		l := x.home()
+		byLoop[l] = append(byLoop[l], x)
+	}
+	lc.mu.Unlock()
 	done := make(chan struct{}, len(byLoop))
-	for l, tns := range byLoop {
+	for l, xs := range byLoop {
 		l.Post(func() {
 			now := time.Now()
-			for _, tn := range tns {
-				if tn.acct.ended {
-					continue
-				}
-				tn.addSoFar(now)
-				if err := tn.acct.rec.Check(now); err != nil {
-					tn.s.warn.Log(slog.LevelWarn, "quota exceeded: tunnel closed", "client", tn.rec.client.String(),
-						"user", tn.acct.rec.Key(), "target", tn.rec.raw, "err", err)
-					tn.acct.relay.Abort()
-				}
+			for _, x := range xs {
+				x.syncAcct(now)
 			}
 			done <- struct{}{}
 		})

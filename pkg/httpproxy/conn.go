@@ -62,7 +62,9 @@ type conn struct {
 
 	ex   *exchange
 	acct *accounting.Record // the identity this connection counts for (account.go)
-	rl   *ratelimit.User    // the user whose connection limit this one counts in (rate.go)
+	// watched: the connection is in the service's counted set (account.go)
+	watched bool
+	rl      *ratelimit.User // the user whose connection limit this one counts in (rate.go)
 }
 
 // exchange is one request in flight.
@@ -84,6 +86,9 @@ type exchange struct {
 	tunnel  bool
 	bytesUp uint64
 	bytesDn uint64
+	// addedUp and addedDn are what syncs added to the accounting while
+	// the exchange ran (account.go).
+	addedUp, addedDn uint64
 
 	upR, upW bool
 	upHangup bool   // like conn.cHangup, for the origin socket
@@ -725,7 +730,8 @@ func (c *conn) runTunnel() {
 	c.loop.Cancel(&c.timer)
 	c.state = stClosed // the relay owns both fds from here
 	c.s.stats[c.loop.ID()].Tunnels++
-	tn := &tunnel{s: c.s, rec: c.record(), acct: tunnelAcct{rec: c.acct}} // an idle tunnel keeps only its log record
+	c.watch(false)
+	tn := &tunnel{s: c.s, rec: c.record(), acct: tunnelAcct{rec: c.acct, addedUp: ex.addedUp, addedDn: ex.addedDn}} // an idle tunnel keeps only its log record
 	c.acct = nil
 	tn.track(relay.Start(c.loop, c.s.pools[c.loop.ID()], c.fd, ex.up, c.tunnelLimits(relay.Options{
 		IdleTimeout: c.s.cfg.TunnelIdleTimeout,
