@@ -89,13 +89,10 @@ const (
 	blackholeTarget = "10.99.0.2"
 )
 
-// newBlackholeNetns creates a network namespace with lo up and a link
-// holding blackholeLocal, on which SYNs to blackholeTarget go nowhere. It
-// uses a dummy link, or where the kernel has no dummy driver a veth pair
-// whose far end has no address and a permanent neighbour entry, so the SYN
-// leaves and is dropped. The namespace is deleted in t.Cleanup. It skips t
+// newNetns creates a network namespace with lo up, deleted in t.Cleanup,
+// and returns its name and a func running `ip -n NS ARGS...`. It skips t
 // when not root or when ip is missing.
-func newBlackholeNetns(t testing.TB) string {
+func newNetns(t testing.TB) (string, func(args ...string) error) {
 	t.Helper()
 	requireRoot(t)
 	ip := requireTool(t, "ip", "iproute2")
@@ -117,19 +114,33 @@ func newBlackholeNetns(t testing.TB) string {
 			t.Errorf("delete network namespace: %v", err)
 		}
 	})
+	in := func(args ...string) error { return run(append([]string{"-n", ns}, args...)...) }
+	if err := in("link", "set", "lo", "up"); err != nil {
+		t.Fatal(err)
+	}
+	return ns, in
+}
+
+// newBlackholeNetns creates a network namespace (newNetns) with a link
+// holding blackholeLocal, on which SYNs to blackholeTarget go nowhere. It
+// uses a dummy link, or where the kernel has no dummy driver a veth pair
+// whose far end has no address and a permanent neighbour entry, so the SYN
+// leaves and is dropped.
+func newBlackholeNetns(t testing.TB) string {
+	t.Helper()
+	ns, run := newNetns(t)
 	must := func(args ...string) {
 		t.Helper()
-		if err := run(append([]string{"-n", ns}, args...)...); err != nil {
+		if err := run(args...); err != nil {
 			t.Fatal(err)
 		}
 	}
-	must("link", "set", "lo", "up")
-	if run("-n", ns, "link", "add", "d0", "type", "dummy") == nil {
+	if run("link", "add", "d0", "type", "dummy") == nil {
 		must("addr", "add", blackholeLocal, "dev", "d0")
 		must("link", "set", "d0", "up")
 		return ns
 	}
-	if err := run("-n", ns, "link", "add", "d0", "type", "veth", "peer", "name", "d1"); err != nil {
+	if err := run("link", "add", "d0", "type", "veth", "peer", "name", "d1"); err != nil {
 		t.Skipf("skipped: neither dummy nor veth links are available: %v", err)
 	}
 	must("addr", "add", blackholeLocal, "dev", "d0")
