@@ -38,6 +38,29 @@ type ChunkedDecoder struct {
 // Done reports whether the whole body, trailers included, has passed.
 func (d *ChunkedDecoder) Done() bool { return d.state == chunkDone }
 
+// DataLeft returns how many bytes of the current chunk's data are still to
+// come when the decoder is inside chunk data, else 0. They pass through
+// unchanged, so a proxy may move them without looking (splice) and report
+// them with SkipData.
+func (d *ChunkedDecoder) DataLeft() uint64 {
+	if d.state != chunkData {
+		return 0
+	}
+	return d.size
+}
+
+// SkipData consumes n bytes of chunk data that passed without Decode; n is
+// at most DataLeft (more is clamped).
+func (d *ChunkedDecoder) SkipData(n uint64) {
+	if d.state != chunkData {
+		return
+	}
+	d.size -= min(n, d.size)
+	if d.size == 0 {
+		d.state = chunkDataCR
+	}
+}
+
 // Decode advances over p. It returns n, how many bytes of p belong to the
 // body and were consumed, and among them one span of chunk data,
 // p[off:off+dn] (dn may be 0). It stops after the first data span, so call

@@ -227,6 +227,66 @@ func TestChunkedDecoder(t *testing.T) {
 	}
 }
 
+// decodeSkipping decodes body like decodeAll with the whole input, but
+// moves half of every chunk's data that is still to come past the decoder
+// with SkipData, as a proxy splicing chunk data does.
+func decodeSkipping(body []byte) ([]byte, int, error) {
+	var d ChunkedDecoder
+	var data []byte
+	n := 0
+	for n < len(body) && !d.Done() {
+		if left := d.DataLeft(); left > 0 {
+			k := min(int((left+1)/2), len(body)-n)
+			data = append(data, body[n:n+k]...)
+			d.SkipData(uint64(k))
+			n += k
+			continue
+		}
+		m, off, dn, err := d.Decode(body[n:])
+		if err != nil {
+			return data, n + m, err
+		}
+		data = append(data, body[n+off:n+off+dn]...)
+		n += m
+	}
+	if !d.Done() {
+		return data, n, ErrIncomplete
+	}
+	return data, n, nil
+}
+
+func TestChunkedDecoderSkipData(t *testing.T) {
+	var d ChunkedDecoder
+	if d.DataLeft() != 0 {
+		t.Fatal("data left before a size line")
+	}
+	in := []byte("A\r\n0123456789\r\n0\r\n\r\n")
+	if n, _, dn, err := d.Decode(in[:3]); n != 3 || dn != 0 || err != nil {
+		t.Fatalf("size line: %d %d %v", n, dn, err)
+	}
+	if d.DataLeft() != 10 {
+		t.Fatalf("DataLeft %d after the size line, want 10", d.DataLeft())
+	}
+	d.SkipData(4)
+	if d.DataLeft() != 6 {
+		t.Fatalf("DataLeft %d after skipping 4, want 6", d.DataLeft())
+	}
+	d.SkipData(100) // clamped
+	if d.DataLeft() != 0 {
+		t.Fatalf("DataLeft %d after skipping the rest", d.DataLeft())
+	}
+	if n, _, _, err := d.Decode(in[13:]); err != nil || !d.Done() || n != len(in)-13 {
+		t.Fatalf("after the skipped data: n %d, done %v, %v", n, d.Done(), err)
+	}
+	for _, tt := range []string{"3\r\nabc\r\nA\r\n0123456789\r\n0\r\n\r\n", "5\r\nhelloX\r\n0\r\n\r\n"} {
+		want, wn, werr := decodeAll([]byte(tt), len(tt))
+		got, gn, gerr := decodeSkipping([]byte(tt))
+		if !bytes.Equal(got, want) || gn != wn || (gerr == nil) != (werr == nil) {
+			t.Errorf("%q: skipping gives %q %d %v, decoding %q %d %v", tt, got, gn, gerr, want, wn, werr)
+		}
+	}
+}
+
 func TestChunkedDecoderErrors(t *testing.T) {
 	for _, in := range []string{
 		"x\r\n",
@@ -304,6 +364,10 @@ func FuzzChunkedDecoder(f *testing.F) {
 		}
 		if len(whole) > len(b) {
 			t.Fatal("more data than input")
+		}
+		skipped, n3, err3 := decodeSkipping(b)
+		if (err1 == nil) != (err3 == nil) || err1 == nil && (n1 != n3 || !bytes.Equal(whole, skipped)) {
+			t.Fatalf("decoding with SkipData differs: %v/%v %d/%d %q/%q", err1, err3, n1, n3, whole, skipped)
 		}
 	})
 }

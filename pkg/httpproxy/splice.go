@@ -14,8 +14,11 @@ import (
 const spliceMin = 64 << 10
 
 // bodySplice is one direction of an exchange whose body bypasses user
-// space: the rest of a Content-Length body goes from one socket to the
-// other through a pooled pipe (zero copy).
+// space: body bytes go from one socket to the other through a pooled pipe
+// (zero copy). That is the rest of a Content-Length body, the data of a
+// chunk of at least spliceMin bytes (the chunk framing around it is read
+// and checked through the buffer, so the pipe is given back between
+// chunks), or a body that ends when the origin closes.
 type bodySplice struct {
 	pipe *relay.Pipe
 	off  bool // a socket refused splice, or no pipe could be had: copy
@@ -27,15 +30,15 @@ type spliceEnds struct {
 	srcReady, dstReady *bool
 }
 
-// start reports whether the rest of body b is spliced, lending the pipe
-// on the first call: it is for Content-Length framing with at least
-// spliceMin bytes to come, when the caller holds no byte of it and
-// nothing needs to see the bytes (checked by the caller).
+// start reports whether the next bytes of body b are spliced, lending the
+// pipe: at least spliceMin bytes that pass unchanged are to come (see
+// bodySplice), the caller holds no byte of the body and nothing needs to
+// see them (checked by the caller).
 func (bs *bodySplice) start(pool *relay.Pool, b *body) bool {
 	if bs.pipe != nil {
 		return true
 	}
-	if bs.off || b.framing != httpmsg.Length || b.done || b.left < spliceMin || b.scan != nil || b.dechunk {
+	if bs.off || b.done || b.scan != nil || b.spliceable() < spliceMin {
 		return false
 	}
 	if bs.pipe = pool.LendPipe(); bs.pipe == nil {
@@ -45,8 +48,36 @@ func (bs *bodySplice) start(pool *relay.Pool, b *body) bool {
 	return true
 }
 
-// move splices until the body is complete (b.done) or a socket would
-// block, and reports progress. Errors of the source and the destination
+// spliceable returns how many of the body's next bytes pass unchanged:
+// the rest of a Content-Length body, the rest of the current chunk's data
+// (dechunking only drops the framing around it), or for a body that ends
+// at close as much as a splice takes.
+func (b *body) spliceable() int64 {
+	switch b.framing {
+	case httpmsg.Length:
+		return b.left
+	case httpmsg.Chunked:
+		return int64(min(b.dec.DataLeft(), 1<<62))
+	case httpmsg.UntilClose:
+		return 1 << 30
+	}
+	return 0
+}
+
+// passed counts n spliced bytes of the body.
+func (b *body) passed(n int) {
+	switch b.framing {
+	case httpmsg.Length:
+		b.left -= int64(n)
+	case httpmsg.Chunked:
+		b.dec.SkipData(uint64(n))
+	}
+}
+
+// move splices until the spliceable part of the body has passed (then
+// the pipe is given back: a Content-Length body is done, a chunked one
+// goes on through the buffer), the origin closes a body that ends at
+// close (done), or a socket would block; it reports progress. Errors of the source and the destination
 // come apart so the caller can tell who failed. A socket that cannot
 // splice turns the direction back to copying (bs.off, no pipe, no error).
 func (bs *bodySplice) move(e spliceEnds, b *body, count *uint64) (progress bool, srcErr, dstErr error) {
@@ -67,15 +98,16 @@ func (bs *bodySplice) move(e spliceEnds, b *body, count *uint64) (progress bool,
 			progress = true
 			continue
 		}
-		if b.left == 0 {
+		left := b.spliceable()
+		if left == 0 {
 			bs.release()
-			b.done = true
+			b.done = b.framing == httpmsg.Length
 			return true, nil, nil
 		}
 		if !*e.srcReady {
 			return progress, nil, nil
 		}
-		n, err := bs.pipe.Fill(e.src, int(min(b.left, 1<<30)))
+		n, err := bs.pipe.Fill(e.src, int(min(left, 1<<30)))
 		switch {
 		case sys.IsAgain(err):
 			*e.srcReady = false
@@ -86,10 +118,14 @@ func (bs *bodySplice) move(e spliceEnds, b *body, count *uint64) (progress bool,
 			return progress, nil, nil
 		case err != nil:
 			return progress, err, nil
+		case n == 0 && b.framing == httpmsg.UntilClose:
+			bs.release()
+			b.done = true
+			return true, nil, nil
 		case n == 0:
 			return progress, errors.New("closed in the middle of the body"), nil
 		}
-		b.left -= int64(n)
+		b.passed(n)
 		progress = true
 	}
 }
