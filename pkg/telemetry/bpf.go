@@ -74,17 +74,21 @@ func openKernel(cfg Config, pid int) (kernelSource, []string) {
 		return nil, append(why, fmt.Sprintf("set target pid: %v", err))
 	}
 	b := &bpfSource{}
+	// One parse of the kernel's BTF for every load (each would parse its
+	// own otherwise: a few MB of heap and tens of ms apiece); dropped with
+	// opts when this returns.
+	opts := &ebpf.CollectionOptions{Cache: btf.NewCache()}
 
-	btfReason := haveTracing()
+	btfReason := haveTracing(opts.Cache)
 	if btfReason == "" {
-		if err := b.openRuntime(spec); err != nil {
+		if err := b.openRuntime(spec, opts); err != nil {
 			why = append(why, "cpu: "+err.Error())
 		}
 	} else {
 		why = append(why, "cpu: "+btfReason)
 	}
 	if b.threadCPU == nil {
-		if err := b.openSwitchTimer(spec); err != nil {
+		if err := b.openSwitchTimer(spec, opts); err != nil {
 			why = append(why, "cpu: "+err.Error())
 		}
 	}
@@ -93,7 +97,7 @@ func openKernel(cfg Config, pid int) (kernelSource, []string) {
 		why = append(why, "bytes: "+btfReason)
 	} else {
 		var sl sendlenObjects
-		if err := spec.LoadAndAssign(&sl, nil); err != nil {
+		if err := spec.LoadAndAssign(&sl, opts); err != nil {
 			why = append(why, fmt.Sprintf("bytes: load sock_send_length (kernel >= 6.3): %v", err))
 		} else if ls, err := link.AttachTracing(link.TracingOptions{Program: sl.Send}); err != nil {
 			closeAll(sl.Send, sl.Recv, sl.ThreadIO)
@@ -110,7 +114,7 @@ func openKernel(cfg Config, pid int) (kernelSource, []string) {
 
 	if err := features.HaveProgramType(ebpf.SockOps); err != nil {
 		why = append(why, fmt.Sprintf("rtt: sockops: %v", err))
-	} else if err := b.openSockops(spec, cfg, pid); err != nil {
+	} else if err := b.openSockops(spec, opts, cfg, pid); err != nil {
 		why = append(why, "rtt: "+err.Error())
 	}
 
@@ -124,8 +128,8 @@ func openKernel(cfg Config, pid int) (kernelSource, []string) {
 // features.HaveProgramType(ebpf.Tracing) is not asked: it probes with an
 // fentry program, which some kernels refuse (EPERM) while they accept
 // tp_btf; loading the program itself is the test.
-func haveTracing() string {
-	if _, err := btf.LoadKernelSpec(); err != nil {
+func haveTracing(cache *btf.Cache) string {
+	if _, err := cache.Kernel(); err != nil {
 		return fmt.Sprintf("no kernel BTF for tp_btf: %v", err)
 	}
 	return ""
@@ -133,9 +137,9 @@ func haveTracing() string {
 
 // openRuntime loads tp_btf/sched_switch, which reads the scheduler's own
 // runtime of each thread: exact, but it needs BTF.
-func (b *bpfSource) openRuntime(spec *ebpf.CollectionSpec) error {
+func (b *bpfSource) openRuntime(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions) error {
 	var o runtimeObjects
-	if err := spec.LoadAndAssign(&o, nil); err != nil {
+	if err := spec.LoadAndAssign(&o, opts); err != nil {
 		return fmt.Errorf("load tp_btf/sched_switch: %w", err)
 	}
 	l, err := link.AttachTracing(link.TracingOptions{Program: o.Prog})
@@ -153,9 +157,9 @@ func (b *bpfSource) openRuntime(spec *ebpf.CollectionSpec) error {
 // intervals between context switches: no BTF needed, but it counts wall
 // time on the CPU (hypervisor steal time included), a few percent more
 // than the scheduler's own runtime for threads that switch very often.
-func (b *bpfSource) openSwitchTimer(spec *ebpf.CollectionSpec) error {
+func (b *bpfSource) openSwitchTimer(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions) error {
 	var o cpuObjects
-	if err := spec.LoadAndAssign(&o, nil); err != nil {
+	if err := spec.LoadAndAssign(&o, opts); err != nil {
 		return fmt.Errorf("load raw_tracepoint/sched_switch: %w", err)
 	}
 	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_switch", Program: o.Prog})
@@ -169,9 +173,9 @@ func (b *bpfSource) openSwitchTimer(spec *ebpf.CollectionSpec) error {
 	return nil
 }
 
-func (b *bpfSource) openSockops(spec *ebpf.CollectionSpec, cfg Config, pid int) error {
+func (b *bpfSource) openSockops(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, cfg Config, pid int) error {
 	var so sockopsObjects
-	if err := spec.LoadAndAssign(&so, nil); err != nil {
+	if err := spec.LoadAndAssign(&so, opts); err != nil {
 		return fmt.Errorf("load sockops: %w", err)
 	}
 	cg, err := joinCgroup(cfg, pid)

@@ -354,7 +354,7 @@ func TestIntegrationSwitchTimerCPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := &bpfSource{}
-	if err := b.openSwitchTimer(spec); err != nil {
+	if err := b.openSwitchTimer(spec, nil); err != nil {
 		t.Fatal(err)
 	}
 	defer b.close()
