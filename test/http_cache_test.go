@@ -3,6 +3,7 @@ package test
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -14,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // cacheCase is how the cache test origin answers /c/NAME.
@@ -418,6 +421,65 @@ func TestHTTPCacheCollapsed(t *testing.T) {
 		if hits, _ := o.counts(name); hits != want {
 			t.Errorf("%s: origin asked %d times by %d clients, want %d", name, hits, n, want)
 		}
+	}
+}
+
+// TestHTTPCacheLimitedMissNotCollapsed: a miss fetched by a user limited
+// to 100 KB/s does not make other clients wait on it (they would get that
+// user's rate): an unlimited client that asks meanwhile fetches for itself,
+// and those after it share that fetch or its stored answer. The limited
+// user is a device known by its address on a proxy without auth, which
+// gets its class's rate all the same.
+func TestHTTPCacheLimitedMissNotCollapsed(t *testing.T) {
+	body := pattern(300000)
+	o := startCacheOrigin(t, map[string]cacheCase{
+		"big": {status: 200, fields: []string{"Cache-Control: max-age=600"}, body: body},
+	})
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := newDaemonConfig(t)
+	listen := "127.0.0.1:24145"
+	cfg.write(t, fmt.Sprintf("config class 'slow'\n\toption rate_down '800kbit'\n\n"+
+		"config user 'tv'\n\toption password '%s'\n\toption class 'slow'\n\tlist address '127.0.0.2/32'\n\n", hash)+
+		httpSection("web", listen, "option cache_size '4M'"))
+	p := startSluice(t, "run", "-c", cfg.path)
+	p.addr = listen
+	limited := proxyClient(listen)
+	limited.Transport.(*http.Transport).DialContext = (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}).DialContext
+	slow := make(chan cacheReply, 1)
+	var slowTook time.Duration
+	go func() {
+		start := time.Now()
+		r := fetch(t, limited, "GET", o.url("big"))
+		slowTook = time.Since(start)
+		slow <- r
+	}()
+	time.Sleep(300 * time.Millisecond) // the limited fetch is under way
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if r := fetch(t, proxyClient(listen), "GET", o.url("big")); sha(r.body) != sha(body) {
+				t.Errorf("unlimited client: status %d, %d bytes, not the body", r.status, len(r.body))
+			}
+		}()
+	}
+	wg.Wait()
+	if took := time.Since(start); took > 1500*time.Millisecond {
+		t.Errorf("unlimited clients took %v: they waited on the limited fetch (3 s at 100 KB/s)", took)
+	}
+	if r := <-slow; sha(r.body) != sha(body) {
+		t.Errorf("limited client: status %d, %d bytes, not the body", r.status, len(r.body))
+	}
+	if slowTook < 2500*time.Millisecond || slowTook > 4*time.Second {
+		t.Errorf("the limited client took %v for 300 KB at 100 KB/s, want about 3 s", slowTook)
+	}
+	if hits, _ := o.counts("big"); hits != 2 {
+		t.Errorf("origin asked %d times, want 2 (the limited fetch and one for the others)", hits)
 	}
 }
 

@@ -107,8 +107,8 @@ func (d *Daemon) newHTTP(h config.HTTPProxy, cfg *config.Config, users *auth.Use
 	if h.Auth {
 		hc.Users = users
 		s.users = cfg.Users
-	} else if d.acct != nil && users != nil {
-		hc.AccountUsers = users // clients owned by address count as their user
+	} else if users != nil {
+		hc.AddrUsers = users // clients owned by address are their user
 		s.users = cfg.Users
 	}
 	if h.AccessLog {

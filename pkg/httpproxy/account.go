@@ -31,13 +31,7 @@ func (c *conn) account() bool {
 		if c.acct != nil {
 			c.acct.Close(now)
 		}
-		user := ex.user
-		if user == "" && c.s.cfg.AccountUsers != nil {
-			// A proxy without auth: the client's address may belong to a
-			// user (once per connection: the address never changes).
-			user, _ = c.s.cfg.AccountUsers.UserFor(c.client)
-		}
-		c.acct = a.Record(accounting.Key(user, c.client))
+		c.acct = a.Record(accounting.Key(ex.user, c.client))
 		c.acct.Open(now)
 	}
 	if err := c.acct.Check(ex.start); err != nil {

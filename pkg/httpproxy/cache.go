@@ -138,7 +138,9 @@ func (c *conn) cacheLookup() bool {
 		st.entry, st.reval = e, true
 		return false
 	}
-	if m == "GET" && collapsible(ex.req.Header) {
+	// A download held to its user's rate_down neither leads nor joins:
+	// clients waiting on it would get that user's rate.
+	if m == "GET" && collapsible(ex.req.Header) && (ex.rate == nil || ex.rate.down == nil) {
 		ex := c.ex
 		if !cache.Join(st.req.URL, func() {
 			c.loop.Post(func() {

@@ -455,6 +455,9 @@ func (c *conn) transparentTarget(req *httpmsg.Request) (target, error) {
 func (c *conn) authenticate() {
 	users := c.s.cfg.Users
 	if users == nil {
+		if au := c.s.cfg.AddrUsers; au != nil {
+			c.ex.user, _ = au.UserFor(c.client)
+		}
 		c.resolve()
 		return
 	}

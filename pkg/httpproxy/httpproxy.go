@@ -140,10 +140,11 @@ type Config struct {
 	// client address), and refuses requests over quota with 403
 	// (account.go).
 	Accounting *accounting.Accounting
-	// AccountUsers, if set on a proxy without Users, makes a client that
-	// one of its users owns by address count as that user (quota
-	// included); other clients count as their address.
-	AccountUsers *auth.Users
+	// AddrUsers, if set on a proxy without Users (no auth), makes a
+	// client whose address one of its users owns that user: their rates,
+	// quotas, counters, rules and access log name apply. Other clients
+	// stay anonymous (counted as their address).
+	AddrUsers *auth.Users
 }
 
 // Stats are a service's counters.
