@@ -55,6 +55,7 @@ type cacheState struct {
 	rest    []byte
 	fd      int
 	off     int64
+	start   int64 // where the part served starts in the body (a Range hit)
 	left    int64
 	hit     bool // the answer is a stored response (not sluice's own error)
 	opening bool // the disk file is being opened in the pool
@@ -109,9 +110,8 @@ func (c *conn) cacheLookup() bool {
 		// cache would leave its body to be read as the next request.
 		return false
 	}
-	if _, ok := ex.req.Header.Get("Range"); ok {
-		return false
-	}
+	_, ranged := ex.req.Header.Get("Range")
+	ranged = ranged && m == "GET"
 	now := time.Now()
 	st := c.newCacheState()
 	st.req, st.reqTime = httpcache.Request{Method: m, Header: ex.req.Header}, now
@@ -125,6 +125,12 @@ func (c *conn) cacheLookup() bool {
 	}
 	if e != nil && e.Decide(ex.req.Header, now) == httpcache.Serve && c.serveEntry(e, now) {
 		return true
+	}
+	if ranged {
+		// A part of something not stored (or stale): the origin answers,
+		// and a 206 is not stored.
+		c.cacheDone()
+		return false
 	}
 	// Not a hit: the key again (serveEntry may have used the buffer), as
 	// a string for storing, collapsing and logs.
@@ -237,18 +243,39 @@ func (c *conn) serveEntry(e *httpcache.Entry, now time.Time) bool {
 			return true
 		}
 	}
-	st.entry = e
-	ex.keepClient = !ex.req.Close && ex.req.Version == 1 && !c.cEOF
 	notModified := e.NotModified(ex.req.Header)
-	ex.cHead = c.hitHead(c.cHeadSpace(), e, now, notModified)
+	part, outcome := httpcache.ByteRange{Length: e.BodyLen}, httpcache.WholeBody
+	if !notModified && ex.req.Method == "GET" {
+		if part, outcome = e.RangeFor(ex.req.Header); outcome == httpcache.WholeBody {
+			part = httpcache.ByteRange{Length: e.BodyLen}
+		}
+	}
+	if outcome == httpcache.Unsatisfiable {
+		c.s.stats[c.loop.ID()].CacheHits++
+		st.hit = true
+		b := append([]byte(nil), "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */"...)
+		b = strconv.AppendInt(b, e.BodyLen, 10)
+		c.respond(416, append(b, "\r\nContent-Length: 0\r\nVia: "+viaValue+"\r\nConnection: close\r\n\r\n"...))
+		return true
+	}
+	st.entry = e
+	st.start = part.Start
+	ex.keepClient = !ex.req.Close && ex.req.Version == 1 && !c.cEOF
+	ex.cHead = c.hitHead(c.cHeadSpace(), e, now, notModified, part, outcome == httpcache.PartOfBody)
 	ex.headOut = true
 	ex.status = e.Status
 	st.left = 0
-	if notModified {
+	switch {
+	case notModified:
 		ex.status = 304
-	} else if ex.req.Method == "GET" {
-		st.left = e.BodyLen
-		st.rest = e.Body
+	case ex.req.Method == "GET":
+		if outcome == httpcache.PartOfBody {
+			ex.status = 206
+		}
+		st.left = part.Length
+		if e.Body != nil {
+			st.rest = e.Body[part.Start : part.Start+part.Length]
+		}
 	}
 	c.state = stCache
 	c.last = c.loop.Now()
@@ -319,13 +346,14 @@ func (c *conn) opened(ex *exchange, fd int, err error) {
 		c.cacheFetch()
 		return
 	}
-	st.fd, st.off = fd, st.entry.BodyOff
+	st.fd, st.off = fd, st.entry.BodyOff+st.start
 	c.s.stats[c.loop.ID()].CacheHits++
 	c.runHit()
 }
 
-// hitHead appends the head of a response served from e to b.
-func (c *conn) hitHead(b []byte, e *httpcache.Entry, now time.Time, notModified bool) []byte {
+// hitHead appends the head of a response served from e to b: a 304, the
+// whole response, or (partial) a 206 with part of its body.
+func (c *conn) hitHead(b []byte, e *httpcache.Entry, now time.Time, notModified bool, part httpcache.ByteRange, partial bool) []byte {
 	b = append(b, "HTTP/1.1 "...)
 	if notModified {
 		b = append(b, "304 Not Modified\r\n"...)
@@ -335,13 +363,26 @@ func (c *conn) hitHead(b []byte, e *httpcache.Entry, now time.Time, notModified 
 			}
 		}
 	} else {
-		b = strconv.AppendInt(b, int64(e.Status), 10)
-		b = append(b, ' ')
-		b = append(b, e.Reason...)
-		b = append(b, "\r\n"...)
+		if partial {
+			b = append(b, "206 Partial Content\r\n"...)
+		} else {
+			b = strconv.AppendInt(b, int64(e.Status), 10)
+			b = append(b, ' ')
+			b = append(b, e.Reason...)
+			b = append(b, "\r\n"...)
+		}
 		b = append(b, e.Fields...)
+		if partial {
+			b = append(b, "Content-Range: bytes "...)
+			b = strconv.AppendInt(b, part.Start, 10)
+			b = append(b, '-')
+			b = strconv.AppendInt(b, part.Start+part.Length-1, 10)
+			b = append(b, '/')
+			b = strconv.AppendInt(b, e.BodyLen, 10)
+			b = append(b, "\r\n"...)
+		}
 		b = append(b, "Content-Length: "...)
-		b = strconv.AppendInt(b, e.BodyLen, 10)
+		b = strconv.AppendInt(b, part.Length, 10)
 		b = append(b, "\r\n"...)
 	}
 	b = append(b, "Age: "...)
