@@ -557,6 +557,44 @@ func waitFiles(t *testing.T, dir string, n int) []string {
 	}
 }
 
+// diskCache is a caching `sluice run` with a memory cache and a disk
+// directory, which a test stops and starts again on the same config.
+type diskCache struct {
+	t      *testing.T
+	dir    string
+	cfg    *daemonConfig
+	listen string
+	opts   []string
+	p      *sluiceProc
+	c      *http.Client
+}
+
+// startDiskCache starts sluice on listen with a 4M memory cache, a fresh
+// cache_dir and the extra options.
+func startDiskCache(t *testing.T, listen string, extra ...string) *diskCache {
+	t.Helper()
+	d := &diskCache{t: t, dir: t.TempDir(), cfg: newDaemonConfig(t), listen: listen}
+	d.opts = append([]string{"option cache_size '4M'", "option cache_dir '" + d.dir + "'"}, extra...)
+	d.start()
+	return d
+}
+
+func (d *diskCache) start() {
+	d.t.Helper()
+	d.p = startCachingDaemon(d.t, d.cfg, d.listen, d.opts...)
+	d.c = proxyClient(d.p.addr)
+}
+
+// stop ends sluice with SIGTERM, which must exit 0.
+func (d *diskCache) stop() {
+	d.t.Helper()
+	d.c.CloseIdleConnections()
+	d.p.signal(syscall.SIGTERM)
+	if code, _, err := d.p.waitExit(10 * time.Second); err != nil || code != 0 {
+		d.t.Fatalf("after SIGTERM: exit %d, %v", code, err)
+	}
+}
+
 // TestHTTPCacheRange: a Range request for a stored 200 is answered from
 // the cache with a 206 of exactly that part (from memory, and from disk by
 // sendfile after a restart), past the end with 416, and with the whole
@@ -569,16 +607,11 @@ func TestHTTPCacheRange(t *testing.T) {
 		"obj":   {status: 200, fields: []string{"Cache-Control: max-age=600", `ETag: "r1"`, "Date: {now}", "Last-Modified: {old}"}, body: body},
 		"other": {status: 200, fields: []string{"Cache-Control: max-age=600"}, body: pattern(5000)},
 	})
-	dir := t.TempDir()
-	cfg := newDaemonConfig(t)
-	listen := "127.0.0.1:24165"
-	opts := []string{"option cache_size '4M'", "option cache_dir '" + dir + "'"}
-	p := startCachingDaemon(t, cfg, listen, opts...)
-	c := proxyClient(p.addr)
-	if r := fetch(t, c, "GET", o.url("obj")); r.status != 200 || sha(r.body) != sha(body) {
+	d := startDiskCache(t, "127.0.0.1:24165")
+	if r := fetch(t, d.c, "GET", o.url("obj")); r.status != 200 || sha(r.body) != sha(body) {
 		t.Fatalf("first GET: %d, %d bytes", r.status, len(r.body))
 	}
-	waitFiles(t, dir, 1)
+	waitFiles(t, d.dir, 1)
 	check := func(where string) {
 		t.Helper()
 		tests := []struct {
@@ -596,7 +629,7 @@ func TestHTTPCacheRange(t *testing.T) {
 			{[]string{"Range: bytes=200000-"}, 416, nil, "bytes */100000"},
 		}
 		for _, tt := range tests {
-			r := fetch(t, c, "GET", o.url("obj"), tt.fields...)
+			r := fetch(t, d.c, "GET", o.url("obj"), tt.fields...)
 			if r.status != tt.status || sha(r.body) != sha(tt.part) || r.header.Get("Content-Range") != tt.contentRange {
 				t.Errorf("%s %q: %d, %d bytes, Content-Range %q; want %d, %d bytes, %q", where, tt.fields, r.status,
 					len(r.body), r.header.Get("Content-Range"), tt.status, len(tt.part), tt.contentRange)
@@ -609,22 +642,17 @@ func TestHTTPCacheRange(t *testing.T) {
 	check("memory")
 
 	// Not stored: a Range request goes to the origin and stores nothing.
-	fetch(t, c, "GET", o.url("other"), "Range: bytes=0-9")
-	fetch(t, c, "GET", o.url("other"))
+	fetch(t, d.c, "GET", o.url("other"), "Range: bytes=0-9")
+	fetch(t, d.c, "GET", o.url("other"))
 	if hits, _ := o.counts("other"); hits != 2 {
 		t.Errorf("other: origin asked %d times, want 2 (a Range miss is not stored)", hits)
 	}
 
 	// From disk after a restart: the first hits go by sendfile from an
 	// offset in the file.
-	c.CloseIdleConnections()
-	p.signal(syscall.SIGTERM)
-	if code, _, err := p.waitExit(10 * time.Second); err != nil || code != 0 {
-		t.Fatalf("after SIGTERM: exit %d, %v", code, err)
-	}
-	p = startCachingDaemon(t, cfg, listen, opts...)
-	c = proxyClient(p.addr)
-	r := fetch(t, c, "GET", o.url("obj"), "Range: bytes=50000-50099")
+	d.stop()
+	d.start()
+	r := fetch(t, d.c, "GET", o.url("obj"), "Range: bytes=50000-50099")
 	if r.status != 206 || sha(r.body) != sha(body[50000:50100]) {
 		t.Errorf("disk: Range 50000-50099: %d, %d bytes", r.status, len(r.body))
 	}
@@ -641,31 +669,18 @@ func TestHTTPCacheDisk(t *testing.T) {
 		"big":     {status: 200, fields: []string{"Cache-Control: max-age=600", `ETag: "b"`}, body: pattern(700000)},
 		"chunked": {status: 200, fields: []string{"Cache-Control: max-age=600"}, body: pattern(123457), chunked: true},
 	})
-	dir := t.TempDir()
-	cfg := newDaemonConfig(t)
-	listen := "127.0.0.1:24160"
-	opts := []string{"option cache_size '4M'", "option cache_dir '" + dir + "'", "option cache_dir_size '10M'"}
-	p := startCachingDaemon(t, cfg, listen, opts...)
-	c := proxyClient(p.addr)
+	d := startDiskCache(t, "127.0.0.1:24160", "option cache_dir_size '10M'")
 	for _, n := range []string{"big", "chunked"} {
-		if r := fetch(t, c, "GET", o.url(n)); sha(r.body) != sha(o.cases[n].body) {
+		if r := fetch(t, d.c, "GET", o.url(n)); sha(r.body) != sha(o.cases[n].body) {
 			t.Fatalf("%s: body differs", n)
 		}
 	}
-	files := waitFiles(t, dir, 2)
-	stop := func(p *sluiceProc) {
-		c.CloseIdleConnections()
-		p.signal(syscall.SIGTERM)
-		if code, _, err := p.waitExit(10 * time.Second); err != nil || code != 0 {
-			t.Fatalf("after SIGTERM: exit %d, %v", code, err)
-		}
-	}
-	stop(p)
+	files := waitFiles(t, d.dir, 2)
+	d.stop()
 
-	p = startCachingDaemon(t, cfg, listen, opts...)
-	c = proxyClient(p.addr)
+	d.start()
 	for _, n := range []string{"big", "chunked", "big"} {
-		r := fetch(t, c, "GET", o.url(n))
+		r := fetch(t, d.c, "GET", o.url(n))
 		if r.status != 200 || sha(r.body) != sha(o.cases[n].body) || r.header.Get("Age") == "" {
 			t.Errorf("%s from disk: status %d, %d bytes (want %d), Age %q", n, r.status, len(r.body), len(o.cases[n].body), r.header.Get("Age"))
 		}
@@ -677,7 +692,7 @@ func TestHTTPCacheDisk(t *testing.T) {
 	}
 	// The disk hits were promoted to memory for the next ones.
 	var cs map[string]any
-	for _, sv := range daemonStats(t, cfg)["services"].([]any) {
+	for _, sv := range daemonStats(t, d.cfg)["services"].([]any) {
 		if m, ok := sv.(map[string]any)["cache"].(map[string]any); ok {
 			cs = m
 		}
@@ -685,7 +700,7 @@ func TestHTTPCacheDisk(t *testing.T) {
 	if cs == nil || cs["mem_entries"] != 2.0 || cs["disk_entries"] != 2.0 || cs["hits"] != 3.0 {
 		t.Errorf("cache after the restart (want 2 entries promoted to memory, 3 hits): %v", cs)
 	}
-	stop(p)
+	d.stop()
 
 	// Truncate the big object's file: discarded at start, fetched again.
 	var big string
@@ -700,12 +715,11 @@ func TestHTTPCacheDisk(t *testing.T) {
 	if err := os.Truncate(big, 1000); err != nil {
 		t.Fatal(err)
 	}
-	p = startCachingDaemon(t, cfg, listen, opts...)
-	if _, err := p.waitLog(5*time.Second, "discarding a disk entry"); err != nil {
+	d.start()
+	if _, err := d.p.waitLog(5*time.Second, "discarding a disk entry"); err != nil {
 		t.Error(err)
 	}
-	c = proxyClient(p.addr)
-	if r := fetch(t, c, "GET", o.url("big")); sha(r.body) != sha(o.cases["big"].body) {
+	if r := fetch(t, d.c, "GET", o.url("big")); sha(r.body) != sha(o.cases["big"].body) {
 		t.Error("big after truncation: body differs")
 	}
 	if hits, _ := o.counts("big"); hits != 2 {
@@ -713,9 +727,9 @@ func TestHTTPCacheDisk(t *testing.T) {
 	}
 
 	// A denied address is never answered from the cache.
-	cfg.write(t, httpSection("web", listen, append(opts, "list rule 'deny dest 127.0.0.0/8'")...))
-	reload(t, p, c)
-	c = proxyClient(p.addr) // live connections keep the old settings
+	d.cfg.write(t, httpSection("web", d.listen, append(d.opts, "list rule 'deny dest 127.0.0.0/8'")...))
+	reload(t, d.p, d.c)
+	c := proxyClient(d.p.addr) // live connections keep the old settings
 	if r := fetch(t, c, "GET", o.url("chunked")); r.status != 403 {
 		t.Errorf("stored object behind a deny rule: status %d, want 403", r.status)
 	}
@@ -784,24 +798,14 @@ func TestHTTPCacheDiskRevalidate(t *testing.T) {
 		"short": {status: 200, fields: []string{"Cache-Control: max-age=1", `ETag: "s1"`}, body: pattern(200000),
 			reval: []string{"Cache-Control: max-age=600"}},
 	})
-	dir := t.TempDir()
-	cfg := newDaemonConfig(t)
-	listen := "127.0.0.1:24180"
-	opts := []string{"option cache_size '4M'", "option cache_dir '" + dir + "'"}
-	p := startCachingDaemon(t, cfg, listen, opts...)
-	c := proxyClient(p.addr)
-	fetch(t, c, "GET", o.url("short"))
-	waitFiles(t, dir, 1)
-	c.CloseIdleConnections()
-	p.signal(syscall.SIGTERM)
-	if code, _, err := p.waitExit(10 * time.Second); err != nil || code != 0 {
-		t.Fatalf("after SIGTERM: exit %d, %v", code, err)
-	}
+	d := startDiskCache(t, "127.0.0.1:24180")
+	fetch(t, d.c, "GET", o.url("short"))
+	waitFiles(t, d.dir, 1)
+	d.stop()
 	time.Sleep(1100 * time.Millisecond) // stale now
-	p = startCachingDaemon(t, cfg, listen, opts...)
-	c = proxyClient(p.addr)
+	d.start()
 	for i := range 2 {
-		if r := fetch(t, c, "GET", o.url("short")); r.status != 200 || sha(r.body) != sha(pattern(200000)) {
+		if r := fetch(t, d.c, "GET", o.url("short")); r.status != 200 || sha(r.body) != sha(pattern(200000)) {
 			t.Errorf("request %d after the restart: %d, %d bytes", i, r.status, len(r.body))
 		}
 		if i == 0 {
@@ -818,30 +822,20 @@ func TestHTTPCacheDiskRevalidate(t *testing.T) {
 // from the origin instead and stores the answer again.
 func TestHTTPCacheDiskDamagedAfterStart(t *testing.T) {
 	o := startCacheOrigin(t, map[string]cacheCase{"obj": {status: 200, fields: []string{"Cache-Control: max-age=600"}, body: pattern(90000)}})
-	dir := t.TempDir()
-	cfg := newDaemonConfig(t)
-	listen := "127.0.0.1:24190"
-	opts := []string{"option cache_size '4M'", "option cache_dir '" + dir + "'"}
-	p := startCachingDaemon(t, cfg, listen, opts...)
-	c := proxyClient(p.addr)
-	fetch(t, c, "GET", o.url("obj"))
-	files := waitFiles(t, dir, 1)
-	c.CloseIdleConnections()
-	p.signal(syscall.SIGTERM)
-	if code, _, err := p.waitExit(10 * time.Second); err != nil || code != 0 {
-		t.Fatalf("after SIGTERM: exit %d, %v", code, err)
-	}
-	p = startCachingDaemon(t, cfg, listen, opts...)
+	d := startDiskCache(t, "127.0.0.1:24190")
+	fetch(t, d.c, "GET", o.url("obj"))
+	files := waitFiles(t, d.dir, 1)
+	d.stop()
+	d.start()
 	if err := os.Truncate(files[0], 500); err != nil {
 		t.Fatal(err)
 	}
-	c = proxyClient(p.addr)
 	for i := range 3 {
-		if r := fetch(t, c, "GET", o.url("obj")); r.status != 200 || sha(r.body) != sha(pattern(90000)) {
+		if r := fetch(t, d.c, "GET", o.url("obj")); r.status != 200 || sha(r.body) != sha(pattern(90000)) {
 			t.Errorf("request %d: %d, %d bytes", i, r.status, len(r.body))
 		}
 	}
-	if _, err := p.waitLog(5*time.Second, "cache file unusable"); err != nil {
+	if _, err := d.p.waitLog(5*time.Second, "cache file unusable"); err != nil {
 		t.Error(err)
 	}
 	if hits, _ := o.counts("obj"); hits != 2 {

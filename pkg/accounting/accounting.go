@@ -95,11 +95,10 @@ type Accounting struct {
 	closed  bool
 	online  atomic.Int64 // records with a live connection
 
-	srcMu   sync.Mutex
-	sources map[Source]struct{}
+	sources sourceSet // synced before each flush and snapshot
 
-	wmu     sync.Mutex // guards the watch (watch.go)
-	watched map[Source]struct{}
+	watched sourceSet  // synced every QuotaCheck (watch.go)
+	wmu     sync.Mutex // guards the watch timer
 	wtimer  *time.Timer
 	wclosed bool
 }
@@ -117,31 +116,50 @@ type Source interface {
 const syncTimeout = 2 * time.Second
 
 // AddSource registers s until RemoveSource.
-func (a *Accounting) AddSource(s Source) {
-	a.srcMu.Lock()
-	defer a.srcMu.Unlock()
-	if a.sources == nil {
-		a.sources = make(map[Source]struct{})
-	}
-	a.sources[s] = struct{}{}
-}
+func (a *Accounting) AddSource(s Source) { a.sources.add(s) }
 
 // RemoveSource unregisters s.
-func (a *Accounting) RemoveSource(s Source) {
-	a.srcMu.Lock()
-	defer a.srcMu.Unlock()
-	delete(a.sources, s)
+func (a *Accounting) RemoveSource(s Source) { a.sources.remove(s) }
+
+// sync asks every source for its counts.
+func (a *Accounting) sync() { a.sources.sync() }
+
+// sourceSet is a set of Sources, safe for concurrent use.
+type sourceSet struct {
+	mu sync.Mutex
+	m  map[Source]struct{}
 }
 
-// sync asks every source for its counts (outside srcMu: a source may add
-// or remove itself meanwhile).
-func (a *Accounting) sync() {
-	a.srcMu.Lock()
-	srcs := make([]Source, 0, len(a.sources))
-	for s := range a.sources {
+func (ss *sourceSet) add(s Source) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.m == nil {
+		ss.m = make(map[Source]struct{})
+	}
+	ss.m[s] = struct{}{}
+}
+
+func (ss *sourceSet) remove(s Source) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	delete(ss.m, s)
+}
+
+func (ss *sourceSet) len() int {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return len(ss.m)
+}
+
+// sync runs every source's Sync, all within syncTimeout, outside mu: a
+// source may add or remove itself meanwhile.
+func (ss *sourceSet) sync() {
+	ss.mu.Lock()
+	srcs := make([]Source, 0, len(ss.m))
+	for s := range ss.m {
 		srcs = append(srcs, s)
 	}
-	a.srcMu.Unlock()
+	ss.mu.Unlock()
 	if len(srcs) == 0 {
 		return
 	}

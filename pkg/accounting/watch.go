@@ -1,9 +1,6 @@
 package accounting
 
-import (
-	"context"
-	"time"
-)
+import "time"
 
 // DefaultQuotaCheck is Config.QuotaCheck's default.
 const DefaultQuotaCheck = 2 * time.Second
@@ -14,42 +11,25 @@ const DefaultQuotaCheck = 2 * time.Second
 // few seconds of traffic instead of a flush interval. The timer runs only
 // while something is watched.
 func (a *Accounting) Watch(s Source) {
+	a.watched.add(s)
 	a.wmu.Lock()
 	defer a.wmu.Unlock()
-	if a.watched == nil {
-		a.watched = make(map[Source]struct{})
-	}
-	a.watched[s] = struct{}{}
 	if a.wtimer == nil && !a.wclosed {
 		a.wtimer = time.AfterFunc(a.cfg.QuotaCheck, a.watchTick)
 	}
 }
 
 // Unwatch ends a Watch.
-func (a *Accounting) Unwatch(s Source) {
-	a.wmu.Lock()
-	defer a.wmu.Unlock()
-	delete(a.watched, s)
-}
+func (a *Accounting) Unwatch(s Source) { a.watched.remove(s) }
 
-// watchTick syncs the watched sources (outside wmu: a sync may unwatch)
-// and stays armed while any is left.
+// watchTick syncs the watched sources and stays armed while any is left
+// (one watched meanwhile finds the timer armed, or arms it after this).
 func (a *Accounting) watchTick() {
-	a.wmu.Lock()
-	srcs := make([]Source, 0, len(a.watched))
-	for s := range a.watched {
-		srcs = append(srcs, s)
-	}
-	a.wmu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
-	for _, s := range srcs {
-		s.Sync(ctx)
-	}
-	cancel()
+	a.watched.sync()
 	a.wmu.Lock()
 	defer a.wmu.Unlock()
 	a.wtimer = nil
-	if len(a.watched) > 0 && !a.wclosed {
+	if a.watched.len() > 0 && !a.wclosed {
 		a.wtimer = time.AfterFunc(a.cfg.QuotaCheck, a.watchTick)
 	}
 }
