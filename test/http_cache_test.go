@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -33,14 +34,16 @@ type cacheCase struct {
 // gets and those that were revalidations (If-None-Match or
 // If-Modified-Since). A revalidation that matches the case's ETag or
 // Last-Modified gets 304; a request with "X-Change: no-store" gets the
-// body with Cache-Control: no-store.
+// body with Cache-Control: no-store. While failing is set, every request
+// gets 503.
 type cacheOrigin struct {
-	srv   *httptest.Server
-	old   string // Last-Modified of {old}
-	mu    sync.Mutex
-	cases map[string]cacheCase
-	hits  map[string]int
-	reval map[string]int
+	srv     *httptest.Server
+	failing atomic.Bool
+	old     string // Last-Modified of {old}
+	mu      sync.Mutex
+	cases   map[string]cacheCase
+	hits    map[string]int
+	reval   map[string]int
 }
 
 func startCacheOrigin(t *testing.T, cases map[string]cacheCase) *cacheOrigin {
@@ -67,6 +70,10 @@ func (o *cacheOrigin) serve(w http.ResponseWriter, r *http.Request) {
 		o.reval[name]++
 	}
 	o.mu.Unlock()
+	if o.failing.Load() {
+		http.Error(w, "origin down", 503)
+		return
+	}
 	if !ok {
 		http.NotFound(w, r)
 		return
@@ -480,6 +487,48 @@ func TestHTTPCacheLimitedMissNotCollapsed(t *testing.T) {
 	}
 	if hits, _ := o.counts("big"); hits != 2 {
 		t.Errorf("origin asked %d times, want 2 (the limited fetch and one for the others)", hits)
+	}
+}
+
+// TestHTTPCacheStaleIfError: a stale entry whose revalidation fails (the
+// origin answers 503, then is gone) is served stale when stale-if-error
+// allows it, and the error is passed on when it does not.
+func TestHTTPCacheStaleIfError(t *testing.T) {
+	o := startCacheOrigin(t, map[string]cacheCase{
+		"sie":  {status: 200, fields: []string{"Cache-Control: max-age=1, stale-if-error=60", `ETag: "e1"`}, body: pattern(20000)},
+		"hard": {status: 200, fields: []string{"Cache-Control: max-age=1, stale-if-error=60, must-revalidate", `ETag: "h1"`}, body: pattern(100)},
+		"none": {status: 200, fields: []string{"Cache-Control: max-age=1", `ETag: "n1"`}, body: pattern(100)},
+	})
+	cfg := newDaemonConfig(t)
+	p := startCachingDaemon(t, cfg, "127.0.0.1:24147", "option cache_size '1M'")
+	c := proxyClient(p.addr)
+	for _, n := range []string{"sie", "hard", "none"} {
+		fetch(t, c, "GET", o.url(n))
+	}
+	time.Sleep(1100 * time.Millisecond) // all stale now
+	o.failing.Store(true)
+	want := map[string]int{"sie": 200, "hard": 503, "none": 503}
+	for n, status := range want {
+		r := fetch(t, c, "GET", o.url(n))
+		if r.status != status || status == 200 && (sha(r.body) != sha(o.cases[n].body) || r.header.Get("Age") == "") {
+			t.Errorf("%s with the origin answering 503: %d, %d bytes, Age %q; want %d", n, r.status, len(r.body), r.header.Get("Age"), status)
+		}
+	}
+	if _, err := p.waitLog(5*time.Second, "stale answer served", "why=\"status 503\""); err != nil {
+		t.Error(err)
+	}
+	// The origin is gone: the connection is refused.
+	o.srv.Close()
+	want = map[string]int{"sie": 200, "hard": 502, "none": 502}
+	for n, status := range want {
+		r := fetch(t, c, "GET", o.url(n))
+		if r.status != status || status == 200 && sha(r.body) != sha(o.cases[n].body) {
+			t.Errorf("%s with the origin gone: %d, %d bytes; want %d", n, r.status, len(r.body), status)
+		}
+	}
+	// A request may allow it where the response did not say.
+	if r := fetch(t, c, "GET", o.url("none"), "Cache-Control: stale-if-error=600"); r.status != 200 || sha(r.body) != sha(o.cases["none"].body) {
+		t.Errorf("none with the request's stale-if-error: %d, %d bytes", r.status, len(r.body))
 	}
 }
 

@@ -27,6 +27,10 @@ type Directives struct {
 	// OnlyIfCached and NoTransform are only-if-cached (request) and
 	// no-transform.
 	OnlyIfCached, NoTransform bool
+	// StaleIfError is stale-if-error (RFC 5861), in seconds: how long
+	// past its freshness a response may still answer when the origin
+	// fails.
+	StaleIfError int64
 }
 
 // MaxDelta is the largest delta-seconds value kept: 2^31, as RFC 9111
@@ -38,7 +42,7 @@ const MaxDelta = 1 << 31
 // (RFC 9111 section 4.2.1 says such a response may be treated as stale,
 // which the first value of max-age=0 duplicates already does in practice).
 func ParseCacheControl(h httpmsg.Header) Directives {
-	d := Directives{MaxAge: -1, SMaxAge: -1, MaxStale: -1, MinFresh: -1}
+	d := Directives{MaxAge: -1, SMaxAge: -1, MaxStale: -1, MinFresh: -1, StaleIfError: -1}
 	for _, f := range h {
 		if httpmsg.EqualFold(f.Name, "Cache-Control") {
 			d.parse(f.Value)
@@ -49,7 +53,7 @@ func ParseCacheControl(h httpmsg.Header) Directives {
 
 // ParseDirectives parses one Cache-Control field value.
 func ParseDirectives(v string) Directives {
-	d := Directives{MaxAge: -1, SMaxAge: -1, MaxStale: -1, MinFresh: -1}
+	d := Directives{MaxAge: -1, SMaxAge: -1, MaxStale: -1, MinFresh: -1, StaleIfError: -1}
 	d.parse(v)
 	return d
 }
@@ -92,6 +96,8 @@ func (d *Directives) parse(v string) {
 			d.OnlyIfCached = true
 		case "no-transform":
 			d.NoTransform = true
+		case "stale-if-error":
+			setDelta(&d.StaleIfError, arg, hasArg)
 		}
 	}
 }

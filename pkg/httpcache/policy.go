@@ -316,6 +316,28 @@ func (e *Entry) Decide(h httpmsg.Header, now time.Time) Action {
 	return revalidate
 }
 
+// StaleOnError reports whether e, stale, may answer a request with header
+// h at now because the origin failed (no connection, no answer in time, a
+// broken answer or a 500, 502, 503 or 504): the response's or the
+// request's stale-if-error (RFC 5861) covers how stale it is, and neither
+// the response (must-revalidate, proxy-revalidate, no-cache, s-maxage,
+// which for a shared cache means proxy-revalidate) nor the request
+// (no-store) forbids a stale answer.
+func (e *Entry) StaleOnError(h httpmsg.Header, now time.Time) bool {
+	if e.cc.MustRevalidate || e.cc.NoCache || e.cc.SMaxAge >= 0 {
+		return false
+	}
+	rcc := ParseCacheControl(h)
+	if rcc.NoStore {
+		return false
+	}
+	if _, ok := h.Get("Authorization"); ok && !e.authOK {
+		return false
+	}
+	window := max(e.cc.StaleIfError, rcc.StaleIfError)
+	return window >= 0 && e.Age(now)-e.lifetime <= time.Duration(window)*time.Second
+}
+
 func pragmaNoCache(h httpmsg.Header) bool {
 	for _, v := range h.Values("Pragma") {
 		if strings.Contains(strings.ToLower(v), "no-cache") {

@@ -187,3 +187,36 @@ func TestUpdated(t *testing.T) {
 		t.Errorf("body lost in the update")
 	}
 }
+
+func TestStaleOnError(t *testing.T) {
+	req := Request{Method: "GET", URL: "u"}
+	entry := func(cc string) *Entry {
+		e, _ := Analyze(req, 200, "OK", hdr("Cache-Control: "+cc, `ETag: "x"`), t0, t0)
+		if e == nil {
+			t.Fatalf("%q not stored", cc)
+		}
+		return e
+	}
+	later := t0.Add(160 * time.Second) // 100 s stale after max-age=60
+	tests := []struct {
+		cc   string
+		req  []string
+		want bool
+	}{
+		{"max-age=60, stale-if-error=300", nil, true},
+		{"max-age=60, stale-if-error=50", nil, false}, // too stale
+		{"max-age=60", nil, false},
+		{"max-age=60", []string{"Cache-Control: stale-if-error=100"}, true},
+		{"max-age=60", []string{"Cache-Control: stale-if-error=99"}, false},
+		{"max-age=60, stale-if-error=300, must-revalidate", nil, false},
+		{"max-age=60, stale-if-error=300, proxy-revalidate", nil, false},
+		{"max-age=60, s-maxage=60, stale-if-error=300", nil, false},
+		{"max-age=60, stale-if-error=300", []string{"Cache-Control: no-store"}, false},
+		{"max-age=60, stale-if-error=300", []string{"Authorization: Basic eDp5"}, false},
+	}
+	for _, tt := range tests {
+		if got := entry(tt.cc).StaleOnError(hdr(tt.req...), later); got != tt.want {
+			t.Errorf("%q, request %q: StaleOnError = %v, want %v", tt.cc, tt.req, got, tt.want)
+		}
+	}
+}

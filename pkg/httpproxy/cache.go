@@ -1,6 +1,7 @@
 package httpproxy
 
 import (
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -511,6 +512,12 @@ func (c *conn) cacheResponse(resp *httpmsg.Response) bool {
 		})
 		return true
 	}
+	switch resp.Status {
+	case 500, 502, 503, 504:
+		if c.staleOnError(fmt.Sprintf("status %d", resp.Status)) {
+			return true
+		}
+	}
 	revalidated := st.reval
 	st.reval = false
 	c.s.stats[c.loop.ID()].CacheMisses++
@@ -535,6 +542,32 @@ func (c *conn) cacheResponse(resp *httpmsg.Response) bool {
 		st.body = make([]byte, 0, resp.ContentLength)
 	}
 	return false
+}
+
+// staleOnError answers a revalidation whose origin failed (no
+// connection, no answer in time, a broken answer or a 5xx) with the stale
+// stored response when stale-if-error allows it (RFC 5861), and reports
+// whether it did. The answer is posted to the loop, since the failure may
+// be seen deep inside the exchange's pump.
+func (c *conn) staleOnError(why string) bool {
+	ex := c.ex
+	st := ex.cache
+	if st == nil || !st.reval || ex.headOut || !st.entry.StaleOnError(ex.req.Header, time.Now()) {
+		return false
+	}
+	e := st.entry
+	c.s.warn.Log(slog.LevelInfo, "origin failed: stale answer served", "target", ex.t.url(), "why", why)
+	c.abortUp()
+	st.reval = false
+	c.state = stCache
+	c.loop.Post(func() {
+		if c.ex == ex && c.state == stCache {
+			if !c.serveEntry(e, time.Now()) {
+				c.fail(503, "server busy")
+			}
+		}
+	})
+	return true
 }
 
 // cacheInvalidate drops every stored variant of the request's URL; disk

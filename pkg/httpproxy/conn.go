@@ -384,6 +384,9 @@ func (c *conn) expire() {
 			return
 		}
 		if c.ex != nil && c.ex.resp == nil && len(c.ex.cHead) == 0 && c.ex.status == 0 {
+			if c.staleOnError("no answer in time") {
+				return
+			}
 			c.abortUp()
 			c.fail(504, "origin did not answer in time")
 			return
@@ -657,6 +660,9 @@ func (c *conn) connected(fd int, err error) {
 	if err != nil {
 		if ex.next < len(ex.addrs) {
 			c.dialNext()
+			return
+		}
+		if c.staleOnError(err.Error()) {
 			return
 		}
 		if errors.Is(err, endpoint.ErrConnectTimeout) {
@@ -1128,6 +1134,9 @@ func (c *conn) exchangeFailed(err error) {
 	c.abortUp()
 	if ex.resp == nil && ex.status == 0 && !c.cEOF {
 		if errors.As(err, &ue) {
+			if c.staleOnError(err.Error()) {
+				return
+			}
 			c.s.warn.Log(slog.LevelInfo, "origin failed", "target", ex.t.url(), "err", err)
 			c.fail(502, "bad response from origin")
 			return
