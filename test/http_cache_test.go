@@ -533,9 +533,9 @@ func TestHTTPCacheStaleIfError(t *testing.T) {
 }
 
 // TestHTTPCacheFilter checks that with body words on, text responses are
-// not stored, a stored body with a blocked word is never served (memory
-// and disk, after a reload that turns the filter on), and other types are
-// cached as usual.
+// not stored, a stored body with a blocked word is never served (memory,
+// after a reload that turns the filter on, and disk, after a restart), and
+// other types are cached as usual.
 func TestHTTPCacheFilter(t *testing.T) {
 	o := startCacheOrigin(t, map[string]cacheCase{
 		"text-bad":  {status: 200, fields: []string{"Cache-Control: max-age=600", "Content-Type: text/html"}, body: []byte("<p>the casino</p>")},
@@ -571,9 +571,59 @@ func TestHTTPCacheFilter(t *testing.T) {
 			t.Errorf("image-bad: %d %q", r.status, r.body)
 		}
 	}
-	for n, want := range map[string]int{"text-bad": 3, "text-ok": 2, "image-bad": 1} {
+	// The reload kept the cache: the memory copy of text-bad was scanned
+	// and blocked, the origin not asked again.
+	for n, want := range map[string]int{"text-bad": 1, "text-ok": 2, "image-bad": 1} {
 		if hits, _ := o.counts(n); hits != want {
 			t.Errorf("%s: origin asked %d times, want %d", n, hits, want)
+		}
+	}
+	// After a restart only the disk copy is left, which cannot be scanned
+	// on its way out: it is fetched again, and blocked.
+	c.CloseIdleConnections()
+	p.signal(syscall.SIGTERM)
+	if code, _, err := p.waitExit(10 * time.Second); err != nil || code != 0 {
+		t.Fatalf("after SIGTERM: exit %d, %v", code, err)
+	}
+	p = startCachingDaemon(t, cfg, listen, append(opts, "list block_word 'casino'")...)
+	c = proxyClient(p.addr)
+	if r := fetch(t, c, "GET", o.url("text-bad")); r.status != 403 || strings.Contains(string(r.body), "casino") {
+		t.Errorf("text-bad from disk with the filter: %d %q", r.status, r.body)
+	}
+	if hits, _ := o.counts("text-bad"); hits != 2 {
+		t.Errorf("text-bad after the restart: origin asked %d times, want 2", hits)
+	}
+}
+
+// TestHTTPCacheKeptOnReload: a reload that changes a proxy's other
+// options keeps its cache (the object is still a hit); one that changes
+// the cache's own options starts a new one.
+func TestHTTPCacheKeptOnReload(t *testing.T) {
+	o := startCacheOrigin(t, map[string]cacheCase{"doc": {status: 200, fields: []string{"Cache-Control: max-age=600"}, body: pattern(3000)}})
+	cfg := newDaemonConfig(t)
+	listen := "127.0.0.1:24148"
+	p := startCachingDaemon(t, cfg, listen, "option cache_size '1M'")
+	c := proxyClient(p.addr)
+	fetch(t, c, "GET", o.url("doc"))
+	for i, lines := range [][]string{
+		{"option cache_size '1M'", "option idle_timeout '30s'"}, // kept
+		{"option cache_size '2M'", "option idle_timeout '30s'"}, // a new cache
+	} {
+		cfg.write(t, httpSection("web", listen, lines...))
+		p.signal(syscall.SIGHUP)
+		deadline := time.Now().Add(5 * time.Second)
+		for len(p.stderr.matching("msg=reloaded")) <= i {
+			if time.Now().After(deadline) {
+				t.Fatalf("reload %d not logged", i+1)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		c.CloseIdleConnections()
+		if r := fetch(t, c, "GET", o.url("doc")); sha(r.body) != sha(o.cases["doc"].body) {
+			t.Fatalf("after reload %d: %d, %d bytes", i+1, r.status, len(r.body))
+		}
+		if hits, _ := o.counts("doc"); hits != i+1 {
+			t.Errorf("after reload %d (%q): origin asked %d times, want %d", i+1, lines, hits, i+1)
 		}
 	}
 }

@@ -16,11 +16,12 @@ import (
 )
 
 // freePort returns a TCP port on 127.0.0.1 below the ephemeral range that
-// nothing listens on right now.
+// nothing listens on right now, from 25000-31999: the ports 23000-24999
+// are the fixed ones of the HTTP tests (rate, accounting, cache).
 func freePort(t testing.TB) int {
 	t.Helper()
 	for range 200 {
-		port := 20000 + rand.IntN(12000)
+		port := 25000 + rand.IntN(7000)
 		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err == nil {
 			ln.Close()

@@ -11,6 +11,7 @@ import (
 	"github.com/sluice-proxy/sluice/pkg/config"
 	"github.com/sluice-proxy/sluice/pkg/endpoint"
 	"github.com/sluice-proxy/sluice/pkg/filter"
+	"github.com/sluice-proxy/sluice/pkg/httpcache"
 	"github.com/sluice-proxy/sluice/pkg/httpproxy"
 )
 
@@ -18,7 +19,8 @@ import (
 type httpService struct {
 	key    string // interface and listen address (httpKey)
 	cfg    config.HTTPProxy
-	users  []config.User // the users it was built with, when it uses them
+	users  []config.User    // the users it was built with, when it uses them
+	cache  *httpcache.Cache // nil without cache_size
 	svc    *httpproxy.Service
 	follow *follower // nil unless cfg.Interface is set
 }
@@ -57,8 +59,10 @@ func newUsers(cfg *config.Config) (*auth.Users, error) {
 	return auth.New(ac)
 }
 
-// newHTTP creates (and binds) the proxy of h without starting it.
-func (d *Daemon) newHTTP(h config.HTTPProxy, cfg *config.Config, users *auth.Users) (*httpService, error) {
+// newHTTP creates (and binds) the proxy of h without starting it. keep,
+// if not nil, is the cache of the proxy it replaces, which goes on
+// serving (sameCache).
+func (d *Daemon) newHTTP(h config.HTTPProxy, cfg *config.Config, users *auth.Users, keep *httpcache.Cache) (*httpService, error) {
 	list := h.ACL
 	hc := httpproxy.Config{
 		Name:              h.Name,
@@ -94,16 +98,19 @@ func (d *Daemon) newHTTP(h config.HTTPProxy, cfg *config.Config, users *auth.Use
 		hc.BodyWords = w
 	}
 	if h.CacheSize > 0 {
-		c, err := d.newCache(h, cfg.Global)
-		if err != nil {
-			return nil, fmt.Errorf("http_proxy '%s': %w", h.Name, err)
+		hc.Cache = keep
+		if keep == nil {
+			c, err := d.newCache(h, cfg.Global)
+			if err != nil {
+				return nil, fmt.Errorf("http_proxy '%s': %w", h.Name, err)
+			}
+			hc.Cache = c
 		}
-		hc.Cache = c
 	}
 	if h.Interface != "" {
 		hc.Listen = endpoint.Addr{} // the interface's addresses, once started
 	}
-	s := &httpService{key: httpKey(h), cfg: h}
+	s := &httpService{key: httpKey(h), cfg: h, cache: hc.Cache}
 	if h.Auth {
 		hc.Users = users
 		s.users = cfg.Users
@@ -131,7 +138,7 @@ func (d *Daemon) createHTTP(cfg *config.Config) error {
 		return err
 	}
 	for _, h := range cfg.HTTPProxies {
-		s, err := d.newHTTP(h, cfg, users)
+		s, err := d.newHTTP(h, cfg, users, nil)
 		if err != nil {
 			return err
 		}
@@ -169,6 +176,16 @@ func (d *Daemon) stopHTTP() {
 	}
 }
 
+// sameCache reports whether the proxy b, replacing a on reload, keeps a's
+// cache: same name and cache options. The stored objects stay (a rule or
+// filter that changed applies to them as they are served: the cache is
+// asked after the policy, and stored text is scanned again), and one
+// cache_dir never has two caches writing to it.
+func sameCache(a, b config.HTTPProxy) bool {
+	return a.CacheSize > 0 && a.Name == b.Name && a.CacheSize == b.CacheSize && a.CacheMaxObject == b.CacheMaxObject &&
+		a.CacheDir == b.CacheDir && a.CacheDirSize == b.CacheDirSize
+}
+
 // sameHTTP reports whether a and b configure the same proxy, names and
 // lines aside.
 func sameHTTP(a, b config.HTTPProxy) bool {
@@ -190,7 +207,9 @@ func (d *Daemon) reloadHTTP(cfg *config.Config) error {
 	var start []config.HTTPProxy
 	for _, h := range cfg.HTTPProxies {
 		s, ok := old[httpKey(h)]
-		if ok && sameHTTP(s.cfg, h) && (!h.Auth && d.acct == nil || sameUsers(s.users, cfg.Users)) {
+		// Every proxy uses the users: without auth a client whose
+		// address belongs to a user is that user.
+		if ok && sameHTTP(s.cfg, h) && sameUsers(s.users, cfg.Users) {
 			delete(old, s.key)
 			next[s.key] = s
 			continue
@@ -202,7 +221,13 @@ func (d *Daemon) reloadHTTP(cfg *config.Config) error {
 	}
 	var problems []error
 	for _, h := range start {
-		s, err := d.newHTTP(h, cfg, users)
+		var keep *httpcache.Cache
+		for _, s := range old {
+			if sameCache(s.cfg, h) {
+				keep = s.cache
+			}
+		}
+		s, err := d.newHTTP(h, cfg, users, keep)
 		if err == nil {
 			err = d.startOneHTTP(s)
 		}
