@@ -560,6 +560,7 @@ func (c *conn) staleOnError(why string) bool {
 	c.abortUp()
 	st.reval = false
 	c.state = stCache
+	c.last = c.loop.Now() // the read timeout starts again for the answer
 	c.loop.Post(func() {
 		if c.ex == ex && c.state == stCache {
 			if !c.serveEntry(e, time.Now()) {
