@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -121,4 +122,87 @@ func clip(b []byte) []byte {
 		return b[:200]
 	}
 	return b
+}
+
+// FuzzOriginResponse has an origin answer with arbitrary bytes, for a GET
+// that may be cached and a request the content filter reads: the proxy
+// must neither panic nor hang, the client gets an answer or a closed
+// connection, and a plain GET to a sane origin still works afterwards.
+func FuzzOriginResponse(f *testing.F) {
+	var answer atomic.Pointer[[]byte]
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				buf := make([]byte, 4096)
+				n, _ := c.Read(buf) // the request head (the requests here have no body)
+				if n == 0 {
+					return
+				}
+				if b := answer.Load(); b != nil {
+					_, _ = c.Write(*b)
+				}
+			}()
+		}
+	}()
+	raw := ln.Addr().String()
+	sane := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok")) }))
+	f.Cleanup(sane.Close)
+	cache, err := httpcache.New(httpcache.Config{MaxBytes: 1 << 20})
+	if err != nil {
+		f.Fatal(err)
+	}
+	words, err := filter.NewWords([]string{"forbiddenword"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	p := startProxy(f, Config{Cache: cache, BodyWords: words, HeaderTimeout: time.Second, ReadTimeout: time.Second,
+		IdleTimeout: time.Second})
+	addr := p.s.Addr()
+	for _, seed := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nCache-Control: max-age=60\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 304 Not Modified\r\nETag: \"e\"\r\n\r\n",
+		"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n<p>forbiddenword</p>",
+		"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-1/10\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort",
+		"garbage\r\n\r\n",
+	} {
+		f.Add([]byte(seed), false)
+		f.Add([]byte(seed), true)
+	}
+	var n atomic.Int64 // a new URL each time: a stored answer would keep the origin out
+	f.Fuzz(func(t *testing.T, resp []byte, head bool) {
+		answer.Store(&resp)
+		method := "GET"
+		if head {
+			method = "HEAD"
+		}
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(c, "%s http://%s/c%d HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", method, raw, n.Add(1), raw)
+		if _, err := io.Copy(io.Discard, c); err != nil && !isReset(err) {
+			t.Fatalf("answer to %q: %v", clip(resp), err)
+		}
+		if status := plainGET(t, addr, sane.Listener.Addr().String()); status != 200 {
+			t.Fatalf("after %q a plain GET got %d", clip(resp), status)
+		}
+	})
 }
