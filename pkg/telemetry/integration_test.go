@@ -290,37 +290,60 @@ func loopbackConn(t *testing.T) (*net.TCPConn, *net.TCPConn) {
 	return c.(*net.TCPConn), p.(*net.TCPConn)
 }
 
+// spinAgainstProc spins a thread for 1 s and compares the CPU time
+// measure reports for it (measure gets the thread's id and run, which
+// does the spin between two /proc readings) with /proc's, within 10%. The
+// two clocks differ in grain (/proc counts 10 ms ticks; a switch timer
+// counts wall time on the CPU, steal time included) on a machine that may
+// be busy, so it tries up to 3 times: a wrong count (double, none) misses
+// every time.
+func spinAgainstProc(t *testing.T, name string, measure func(tid int, run func()) time.Duration) {
+	t.Helper()
+	var tries []string
+	for range 3 {
+		start := make(chan struct{})
+		tid, done := spin(t, time.Second, start)
+		time.Sleep(20 * time.Millisecond) // let it go to sleep, switched out
+		var p0, p1 time.Duration
+		got := measure(tid, func() {
+			p0 = procCPU(t, tid)
+			close(start)
+			<-done
+			time.Sleep(20 * time.Millisecond)
+			p1 = procCPU(t, tid)
+		})
+		proc := p1 - p0
+		t.Logf("spinning thread: %s %v, /proc %v (%+.2f%%)", name, got, proc, 100*(got.Seconds()-proc.Seconds())/proc.Seconds())
+		if proc < time.Second/2 {
+			t.Fatalf("the thread got only %v of CPU in 1 s: machine too busy to compare", proc)
+		}
+		if within(uint64(got), uint64(proc), 0.10) {
+			return
+		}
+		tries = append(tries, fmt.Sprintf("%v against %v", got, proc))
+	}
+	t.Errorf("%s against /proc, 3 tries: %s; want within 10%%", name, strings.Join(tries, ", "))
+}
+
 // TestIntegrationThreadCPU checks sched_switch's on-CPU time of a spinning
 // thread, and of a relay loop's thread, against /proc within 10%.
 func TestIntegrationThreadCPU(t *testing.T) {
 	tel := openKernelOrSkip(t, "raw_tracepoint/sched_switch",
 		func(s Source) bool { return s.CPU == CPUSchedRuntime || s.CPU == CPUSchedSwitch })
-	start := make(chan struct{})
-	tid, done := spin(t, time.Second, start)
-	time.Sleep(20 * time.Millisecond) // let it go to sleep, switched out
-	s0, err := tel.Sample()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p0 := procCPU(t, tid)
-	close(start)
-	<-done
-	time.Sleep(20 * time.Millisecond)
-	s1, err := tel.Sample()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p1 := procCPU(t, tid)
-	b0, _ := s0.Thread(tid)
-	b1, _ := s1.Thread(tid)
-	bpf, proc := b1.CPUTotal-b0.CPUTotal, p1-p0
-	t.Logf("spinning thread: sched_switch %v, /proc %v (%+.2f%%)", bpf, proc, 100*(bpf.Seconds()-proc.Seconds())/proc.Seconds())
-	if proc < time.Second/2 {
-		t.Fatalf("the thread got only %v of CPU in 20s: machine too busy to compare", proc)
-	}
-	if !within(uint64(bpf), uint64(proc), 0.10) {
-		t.Errorf("sched_switch counted %v, /proc %v: want within 10%%", bpf, proc)
-	}
+	spinAgainstProc(t, "sched_switch", func(tid int, run func()) time.Duration {
+		s0, err := tel.Sample()
+		if err != nil {
+			t.Fatal(err)
+		}
+		run()
+		s1, err := tel.Sample()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b0, _ := s0.Thread(tid)
+		b1, _ := s1.Thread(tid)
+		return b1.CPUTotal - b0.CPUTotal
+	})
 
 	// A relay loop: it sleeps in epoll_wait once the relay ends.
 	tidLoop, _ := relayed(t, 1<<30, 0)
@@ -358,27 +381,15 @@ func TestIntegrationSwitchTimerCPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.close()
-	start := make(chan struct{})
-	tid, done := spin(t, time.Second, start)
-	time.Sleep(20 * time.Millisecond)
-	p0 := procCPU(t, tid)
-	close(start)
-	<-done
-	time.Sleep(20 * time.Millisecond)
-	p1 := procCPU(t, tid)
-	ts := []Thread{{TID: tid}}
-	if err := b.threads(ts); err != nil {
-		t.Fatal(err)
-	}
-	// Loaded while the thread slept: everything counted is the spin.
-	bpf, proc := ts[0].CPUTotal, p1-p0
-	t.Logf("spinning thread: switch timer %v, /proc %v (%+.2f%%)", bpf, proc, 100*(bpf.Seconds()-proc.Seconds())/proc.Seconds())
-	if proc < time.Second/2 {
-		t.Fatalf("the thread got only %v of CPU in 20s: machine too busy to compare", proc)
-	}
-	if !within(uint64(bpf), uint64(proc), 0.10) {
-		t.Errorf("switch timer counted %v, /proc %v: want within 10%%", bpf, proc)
-	}
+	spinAgainstProc(t, "switch timer", func(tid int, run func()) time.Duration {
+		run()
+		ts := []Thread{{TID: tid}}
+		if err := b.threads(ts); err != nil {
+			t.Fatal(err)
+		}
+		// Loaded while the thread slept: everything counted is the spin.
+		return ts[0].CPUTotal
+	})
 }
 
 func procCPU(t *testing.T, tid int) time.Duration {
