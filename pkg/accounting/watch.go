@@ -50,3 +50,10 @@ func (r *Record) Limited() bool {
 	_, ok := (*r.acc.quotas.Load())[r.key]
 	return ok
 }
+
+// TimeLimited reports whether the identity has a quota on connected time
+// now: then even an idle connection of it uses the quota up.
+func (r *Record) TimeLimited() bool {
+	q, ok := (*r.acc.quotas.Load())[r.key]
+	return ok && q.Time > 0
+}

@@ -62,8 +62,12 @@ func TestLimited(t *testing.T) {
 		t.Error("limited without quotas")
 	}
 	a.SetQuotas(map[string]Quota{"u": {Period: Day, Bytes: 1}})
-	if !r.Limited() {
-		t.Error("not limited with a quota")
+	if !r.Limited() || r.TimeLimited() {
+		t.Errorf("with a byte quota: limited %v, time limited %v", r.Limited(), r.TimeLimited())
+	}
+	a.SetQuotas(map[string]Quota{"u": {Period: Day, Time: time.Hour}})
+	if !r.Limited() || !r.TimeLimited() {
+		t.Errorf("with a time quota: limited %v, time limited %v", r.Limited(), r.TimeLimited())
 	}
 	a.SetQuotas(map[string]Quota{"u": {Period: Day}})
 	if r.Limited() {

@@ -51,7 +51,8 @@ func (c *conn) account() bool {
 
 // watch puts the connection in the service's counted set while its
 // identity has a quota (so a long download is cut at the quota), and
-// takes it out otherwise.
+// takes it out otherwise. Between requests only a quota on connected time
+// keeps it there (finishExchange).
 func (c *conn) watch(limited bool) {
 	switch {
 	case limited && !c.watched:

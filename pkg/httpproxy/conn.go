@@ -1205,6 +1205,9 @@ func (c *conn) finishExchange() {
 	keep := ex.keepClient
 	c.cacheDone()
 	c.ex = nil
+	if c.watched && !c.acct.TimeLimited() {
+		c.watch(false) // idle, it cannot use up a byte quota: no syncs for it
+	}
 	if !keep {
 		c.closeGracefully()
 		return
