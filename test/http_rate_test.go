@@ -394,8 +394,10 @@ func TestConfigRateErrors(t *testing.T) {
 		t.Errorf("check summary:\n%s", res.stdout)
 	}
 	cfg.write(t, strings.Replace(rateConfig(t, rateListen(4), "443", "8mbit"), "option auth '1'", "option auth '0'", 1))
-	if res := runSluice(t, "check", "-c", cfg.path); !strings.Contains(res.stdout, "note: rate and connection limits apply to users") {
-		t.Errorf("check says nothing of limits without auth:\n%s", res.stdout)
+	// Without auth only tv (list address) is recognised.
+	if res := runSluice(t, "check", "-c", cfg.path); !strings.Contains(res.stdout,
+		"so only users with `list address` are recognised: the limits of 'alice', 'bob', 'carol', 'dave' never apply\n") {
+		t.Errorf("check does not name the users whose limits never apply without auth:\n%s", res.stdout)
 	}
 	cfg.write(t, "config class 'kids'\n\toption rate_down '10 mbit'\n\toption burst '1'\n\toption max_conns '0'\n\n"+
 		"config user 'bob'\n\toption password '$2a$04$Jo8bBfNbMO1QK4wz3wYsq.1BWLh9j6r.BNsydz2VJyFmb0FyvUZFu'\n\toption rate_up 'fast'\n")

@@ -36,17 +36,19 @@ func printRates(w io.Writer, rates []daemon.RateStats) {
 }
 
 // checkRates adds each limited user's limits, as the class and user
-// options combine, to `sluice check`'s summary, and says when no proxy
-// identifies users (limits apply to users only).
+// options combine, to `sluice check`'s summary, and names the limited
+// users no proxy can recognise (no auth anywhere, and no address).
 func checkRates(w io.Writer, cfg *config.Config) {
-	limited := 0
+	var unknown []string // limited users a proxy without auth cannot recognise
 	for i := range cfg.Users {
 		u := &cfg.Users[i]
 		l := cfg.LimitsOf(u)
 		if l.IsZero() {
 			continue
 		}
-		limited++
+		if len(u.Addresses) == 0 {
+			unknown = append(unknown, "'"+u.Name+"'")
+		}
 		var parts []string
 		if l.Up > 0 {
 			parts = append(parts, "rate_up "+ratelimit.FormatRate(l.Up))
@@ -63,7 +65,7 @@ func checkRates(w io.Writer, cfg *config.Config) {
 		}
 		fmt.Fprintf(w, "user '%s': %s%s\n", u.Name, strings.Join(parts, ", "), from)
 	}
-	if limited == 0 {
+	if len(unknown) == 0 {
 		return
 	}
 	for _, h := range cfg.HTTPProxies {
@@ -71,5 +73,6 @@ func checkRates(w io.Writer, cfg *config.Config) {
 			return
 		}
 	}
-	fmt.Fprintln(w, "note: rate and connection limits apply to users, and no http_proxy has `option auth '1'`")
+	fmt.Fprintf(w, "note: no http_proxy has `option auth '1'`, so only users with `list address` are recognised: the limits of %s never apply\n",
+		strings.Join(unknown, ", "))
 }
