@@ -59,3 +59,46 @@ func TestQuotaWatchOnlyWhileItCounts(t *testing.T) {
 		})
 	}
 }
+
+// TestTimeQuotaClosesIdleConnection: a keep-alive connection whose client
+// has a quota on connected time is closed by the quota watch once the
+// time is used up, idle or not.
+func TestTimeQuotaClosesIdleConnection(t *testing.T) {
+	origin := startRawOrigin(t, smallResponse(""), nil)
+	acc, err := accounting.New(accounting.Config{QuotaCheck: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc.SetQuotas(map[string]accounting.Quota{"addr:127.0.0.1": {Period: accounting.Day, Time: 300 * time.Millisecond}})
+	p := startProxy(t, Config{Accounting: acc})
+	c, err := net.Dial("tcp", p.s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	start := time.Now()
+	fmt.Fprintf(c, "GET http://%s/ HTTP/1.1\r\nHost: %s\r\n\r\n", origin, origin)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET: %v %v", resp, err)
+	}
+	_, _ = br.Discard(int(resp.ContentLength))
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := br.ReadByte(); err == nil {
+		t.Fatalf("the idle connection sent %q", n)
+	}
+	if took := time.Since(start); took < 300*time.Millisecond || took > 2*time.Second {
+		t.Errorf("closed after %v, want soon after the 300 ms quota", took)
+	}
+	// The next connection is refused with the quota's 403.
+	c2, err := net.Dial("tcp", p.s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	fmt.Fprintf(c2, "GET http://%s/ HTTP/1.1\r\nHost: %s\r\n\r\n", origin, origin)
+	if resp, err := http.ReadResponse(bufio.NewReader(c2), nil); err != nil || resp.StatusCode != 403 {
+		t.Errorf("after the quota: %v %v, want 403", resp, err)
+	}
+}
