@@ -42,17 +42,7 @@ func FuzzProxyConn(f *testing.F) {
 	}))
 	f.Cleanup(origin.Close)
 	host := origin.Listener.Addr().String()
-	cache, err := httpcache.New(httpcache.Config{MaxBytes: 1 << 20})
-	if err != nil {
-		f.Fatal(err)
-	}
-	words, err := filter.NewWords([]string{"forbiddenword"})
-	if err != nil {
-		f.Fatal(err)
-	}
-	p := startProxy(f, Config{Cache: cache, BodyWords: words, HeaderTimeout: time.Second, ReadTimeout: time.Second,
-		IdleTimeout: time.Second})
-	addr := p.s.Addr()
+	addr := fuzzProxy(f)
 
 	for _, seed := range []string{
 		"GET http://ORIGIN/ HTTP/1.1\r\nHost: ORIGIN\r\n\r\n",
@@ -93,6 +83,24 @@ func FuzzProxyConn(f *testing.F) {
 			t.Fatalf("after %q a plain GET got %d", clip(in), status)
 		}
 	})
+}
+
+// fuzzProxy starts the proxy the fuzzers feed: a 1 MiB cache, a body
+// filter blocking "forbiddenword", and 1 s timeouts so that every
+// connection ends soon. It returns the proxy's address.
+func fuzzProxy(f *testing.F) string {
+	f.Helper()
+	cache, err := httpcache.New(httpcache.Config{MaxBytes: 1 << 20})
+	if err != nil {
+		f.Fatal(err)
+	}
+	words, err := filter.NewWords([]string{"forbiddenword"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	p := startProxy(f, Config{Cache: cache, BodyWords: words, HeaderTimeout: time.Second, ReadTimeout: time.Second,
+		IdleTimeout: time.Second})
+	return p.s.Addr()
 }
 
 // plainGET sends one GET for the origin's / through the proxy and returns
@@ -158,17 +166,7 @@ func FuzzOriginResponse(f *testing.F) {
 	raw := ln.Addr().String()
 	sane := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok")) }))
 	f.Cleanup(sane.Close)
-	cache, err := httpcache.New(httpcache.Config{MaxBytes: 1 << 20})
-	if err != nil {
-		f.Fatal(err)
-	}
-	words, err := filter.NewWords([]string{"forbiddenword"})
-	if err != nil {
-		f.Fatal(err)
-	}
-	p := startProxy(f, Config{Cache: cache, BodyWords: words, HeaderTimeout: time.Second, ReadTimeout: time.Second,
-		IdleTimeout: time.Second})
-	addr := p.s.Addr()
+	addr := fuzzProxy(f)
 	for _, seed := range []string{
 		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nCache-Control: max-age=60\r\n\r\nok",
 		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
