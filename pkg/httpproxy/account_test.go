@@ -32,18 +32,7 @@ func TestQuotaWatchOnlyWhileItCounts(t *testing.T) {
 			}
 			acc.SetQuotas(map[string]accounting.Quota{"addr:127.0.0.1": tt.quota})
 			p := startProxy(t, Config{Accounting: acc})
-			c, err := net.Dial("tcp", p.s.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			br := bufio.NewReader(c)
-			fmt.Fprintf(c, "GET http://%s/ HTTP/1.1\r\nHost: %s\r\n\r\n", origin, origin)
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil || resp.StatusCode != 200 {
-				t.Fatalf("GET: %v %v", resp, err)
-			}
-			_, _ = br.Discard(int(resp.ContentLength))
+			keepAliveGET(t, p.s.Addr(), origin)
 			watched := func() int {
 				done := make(chan int)
 				p.r.Loops()[0].Post(func() {
@@ -71,19 +60,8 @@ func TestTimeQuotaClosesIdleConnection(t *testing.T) {
 	}
 	acc.SetQuotas(map[string]accounting.Quota{"addr:127.0.0.1": {Period: accounting.Day, Time: 300 * time.Millisecond}})
 	p := startProxy(t, Config{Accounting: acc})
-	c, err := net.Dial("tcp", p.s.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	br := bufio.NewReader(c)
 	start := time.Now()
-	fmt.Fprintf(c, "GET http://%s/ HTTP/1.1\r\nHost: %s\r\n\r\n", origin, origin)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("GET: %v %v", resp, err)
-	}
-	_, _ = br.Discard(int(resp.ContentLength))
+	c, br := keepAliveGET(t, p.s.Addr(), origin)
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if n, err := br.ReadByte(); err == nil {
 		t.Fatalf("the idle connection sent %q", n)
@@ -101,4 +79,24 @@ func TestTimeQuotaClosesIdleConnection(t *testing.T) {
 	if resp, err := http.ReadResponse(bufio.NewReader(c2), nil); err != nil || resp.StatusCode != 403 {
 		t.Errorf("after the quota: %v %v, want 403", resp, err)
 	}
+}
+
+// keepAliveGET sends one GET for origin's / through the proxy at addr on
+// a keep-alive connection, reads the 200 and returns the connection (open
+// until the test ends) and its reader.
+func keepAliveGET(t *testing.T, addr, origin string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	br := bufio.NewReader(c)
+	fmt.Fprintf(c, "GET http://%s/ HTTP/1.1\r\nHost: %s\r\n\r\n", origin, origin)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET: %v %v", resp, err)
+	}
+	_, _ = br.Discard(int(resp.ContentLength))
+	return c, br
 }
