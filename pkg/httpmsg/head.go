@@ -277,11 +277,16 @@ func clip(b []byte) []byte {
 // check derives framing and connection semantics from the fields and
 // rejects ambiguous ones.
 func (req *Request) check() error {
-	hosts := req.Header.Values("Host")
-	if len(hosts) > 1 {
+	hosts := 0
+	for _, f := range req.Header {
+		if equalFold(f.Name, "Host") {
+			hosts++
+		}
+	}
+	if hosts > 1 {
 		return bad("more than one Host field")
 	}
-	if len(hosts) == 0 && req.Version == 1 {
+	if hosts == 0 && req.Version == 1 {
 		return bad("HTTP/1.1 request without Host")
 	}
 	framing, n, err := bodyFraming(req.Header)
@@ -327,16 +332,31 @@ func (resp *Response) check(method string) error {
 // neither was sent; UntilClose means a transfer coding other than a final
 // chunked.
 func bodyFraming(h Header) (Framing, int64, error) {
-	var codings []string
 	sawTE := false
+	codings := 0         // transfer codings named
+	lastChunked := false // the last one named is chunked
 	var length int64 = -1
 	for _, f := range h {
 		switch {
 		case equalFold(f.Name, "Transfer-Encoding"):
 			sawTE = true
-			codings = append(codings, splitList(f.Value)...)
+			for rest := f.Value; rest != ""; {
+				var c string
+				if c, rest = nextItem(rest); c == "" {
+					continue
+				}
+				if lastChunked {
+					return 0, 0, bad("chunked is not the final transfer coding")
+				}
+				codings++
+				lastChunked = equalFold(c, "chunked")
+			}
 		case equalFold(f.Name, "Content-Length"):
-			for _, v := range splitList(f.Value) {
+			for rest := f.Value; rest != ""; {
+				var v string
+				if v, rest = nextItem(rest); v == "" {
+					continue
+				}
 				n, ok := parseLength(v)
 				if !ok {
 					return 0, 0, bad("invalid Content-Length %q", v)
@@ -352,7 +372,7 @@ func bodyFraming(h Header) (Framing, int64, error) {
 		}
 	}
 	if sawTE {
-		if len(codings) == 0 {
+		if codings == 0 {
 			// An empty Transfer-Encoding must not quietly mean "no body":
 			// a server that disagrees would read the next request as one.
 			return 0, 0, bad("empty Transfer-Encoding")
@@ -360,12 +380,7 @@ func bodyFraming(h Header) (Framing, int64, error) {
 		if length >= 0 {
 			return 0, 0, bad("both Content-Length and Transfer-Encoding")
 		}
-		for i, c := range codings {
-			if equalFold(c, "chunked") && i != len(codings)-1 {
-				return 0, 0, bad("chunked is not the final transfer coding")
-			}
-		}
-		if len(codings) == 1 && equalFold(codings[0], "chunked") {
+		if codings == 1 && lastChunked {
 			return Chunked, 0, nil
 		}
 		return UntilClose, 0, nil
@@ -397,7 +412,9 @@ func closes(v Version, h Header) bool {
 		if !equalFold(f.Name, "Connection") {
 			continue
 		}
-		for _, t := range splitList(f.Value) {
+		for rest := f.Value; rest != ""; {
+			var t string
+			t, rest = nextItem(rest)
 			switch {
 			case equalFold(t, "close"):
 				close = true
@@ -418,39 +435,38 @@ func (h Header) ConnectionTokens() []string {
 	var out []string
 	for _, f := range h {
 		if equalFold(f.Name, "Connection") {
-			for _, t := range splitList(f.Value) {
-				out = append(out, lower(t))
+			for rest := f.Value; rest != ""; {
+				var t string
+				if t, rest = nextItem(rest); t != "" {
+					out = append(out, lower(t))
+				}
 			}
 		}
 	}
 	return out
 }
 
-// splitList splits a comma-separated field value, dropping empty elements
-// and the whitespace around each.
-func splitList(v string) []string {
-	var out []string
-	for len(v) > 0 {
-		i := 0
-		for i < len(v) && v[i] != ',' {
-			i++
-		}
-		e := v[:i]
-		for len(e) > 0 && (e[0] == ' ' || e[0] == '\t') {
-			e = e[1:]
-		}
-		for len(e) > 0 && (e[len(e)-1] == ' ' || e[len(e)-1] == '\t') {
-			e = e[:len(e)-1]
-		}
-		if len(e) > 0 {
-			out = append(out, e)
-		}
-		if i == len(v) {
-			break
-		}
-		v = v[i+1:]
+// nextItem returns the first element of a comma-separated field value,
+// without the whitespace around it (empty for an empty element), and the
+// rest after its comma. Callers loop while rest is not empty, skipping
+// empty elements: no slice is made, so parsing a head allocates nothing
+// for its lists.
+func nextItem(v string) (item, rest string) {
+	i := 0
+	for i < len(v) && v[i] != ',' {
+		i++
 	}
-	return out
+	item = v[:i]
+	if i < len(v) {
+		rest = v[i+1:]
+	}
+	for len(item) > 0 && (item[0] == ' ' || item[0] == '\t') {
+		item = item[1:]
+	}
+	for len(item) > 0 && (item[len(item)-1] == ' ' || item[len(item)-1] == '\t') {
+		item = item[:len(item)-1]
+	}
+	return item, rest
 }
 
 // isToken reports whether b is a non-empty RFC 9110 token.
