@@ -50,11 +50,13 @@ func (p *originPool) put(key netip.AddrPort, fd int) {
 	if n := len(p.free); n > 0 {
 		o = p.free[n-1]
 		p.free = p.free[:n-1]
+		drop := o.timer.Func // already bound to o: a new method value would allocate
 		*o = idleOrigin{p: p, key: key, fd: fd}
+		o.timer.Func = drop
 	} else {
 		o = &idleOrigin{p: p, key: key, fd: fd}
+		o.timer.Func = o.drop
 	}
-	o.timer.Func = o.drop
 	p.loop.SetHandler(fd, o)
 	p.loop.Schedule(&o.timer, originIdle)
 	p.idle[key] = append(p.idle[key], o)
