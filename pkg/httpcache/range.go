@@ -95,17 +95,23 @@ func rangeNumber(s string) (int64, bool) {
 // RangeFor decides how a GET with header h is answered from e: the part
 // its Range field asks for, when e is a complete 200 and If-Range (if
 // any) names e by a strong ETag or by its exact Last-Modified date (RFC
-// 9110 section 13.1.5); else the whole body (or, past the end, 416). A
-// client conditional answered 304 (NotModified) comes before this.
+// 9110 section 13.1.5); else the whole body (returned as the range of it
+// all), or past the end 416. A client conditional answered 304
+// (NotModified) comes before this.
 func (e *Entry) RangeFor(h httpmsg.Header) (ByteRange, RangeOutcome) {
+	whole := ByteRange{Length: e.BodyLen}
 	v, ok := h.Get("Range")
 	if !ok || e.Status != 200 {
-		return ByteRange{}, WholeBody
+		return whole, WholeBody
 	}
 	if ir, ok := h.Get("If-Range"); ok && !e.ifRange(strings.TrimSpace(ir)) {
-		return ByteRange{}, WholeBody
+		return whole, WholeBody
 	}
-	return ParseRange(v, e.BodyLen)
+	r, out := ParseRange(v, e.BodyLen)
+	if out == WholeBody {
+		return whole, out
+	}
+	return r, out
 }
 
 // ifRange reports whether an If-Range value names e.

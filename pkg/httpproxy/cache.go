@@ -247,9 +247,7 @@ func (c *conn) serveEntry(e *httpcache.Entry, now time.Time) bool {
 	notModified := e.NotModified(ex.req.Header)
 	part, outcome := httpcache.ByteRange{Length: e.BodyLen}, httpcache.WholeBody
 	if !notModified && ex.req.Method == "GET" {
-		if part, outcome = e.RangeFor(ex.req.Header); outcome == httpcache.WholeBody {
-			part = httpcache.ByteRange{Length: e.BodyLen}
-		}
+		part, outcome = e.RangeFor(ex.req.Header)
 	}
 	if outcome == httpcache.Unsatisfiable {
 		c.s.stats[c.loop.ID()].CacheHits++
