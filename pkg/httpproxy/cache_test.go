@@ -101,45 +101,36 @@ type fuzzOrigin struct {
 	asked map[string]int
 }
 
-func (o *fuzzOrigin) serve(ln net.Listener) {
+func (o *fuzzOrigin) serve(c net.Conn) {
+	r := bufio.NewReader(c)
 	for {
-		c, err := ln.Accept()
+		line, err := r.ReadString('\n')
 		if err != nil {
 			return
 		}
-		go func() {
-			defer c.Close()
-			r := bufio.NewReader(c)
-			for {
-				line, err := r.ReadString('\n')
-				if err != nil {
-					return
-				}
-				words := strings.Fields(line + " x x")
-				method, path := words[0], words[1]
-				for { // the rest of the head
-					l, err := r.ReadSlice('\n')
-					if err != nil {
-						return
-					}
-					if len(l) <= 2 {
-						break
-					}
-				}
-				o.mu.Lock()
-				resp := o.resps[path]
-				o.asked[path]++
-				o.mu.Unlock()
-				if method == "HEAD" { // the head alone
-					if i := bytes.Index(resp, []byte("\r\n\r\n")); i >= 0 {
-						resp = resp[:i+4]
-					}
-				}
-				if _, err := c.Write(resp); err != nil {
-					return
-				}
+		words := strings.Fields(line + " x x")
+		method, path := words[0], words[1]
+		for { // the rest of the head
+			l, err := r.ReadSlice('\n')
+			if err != nil {
+				return
 			}
-		}()
+			if len(l) <= 2 {
+				break
+			}
+		}
+		o.mu.Lock()
+		resp := o.resps[path]
+		o.asked[path]++
+		o.mu.Unlock()
+		if method == "HEAD" { // the head alone
+			if i := bytes.Index(resp, []byte("\r\n\r\n")); i >= 0 {
+				resp = resp[:i+4]
+			}
+		}
+		if _, err := c.Write(resp); err != nil {
+			return
+		}
 	}
 }
 
@@ -153,13 +144,8 @@ func FuzzCacheRoundTrip(f *testing.F) {
 	f.Add("public, s-maxage=5", uint8(2), true, uint16(0), "")
 	f.Add("max-age=0, must-revalidate", uint8(3), false, uint16(65000), "*")
 	f.Add("private", uint8(4), false, uint16(1), "")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer ln.Close()
 	o := &fuzzOrigin{resps: map[string][]byte{}, asked: map[string]int{}}
-	go o.serve(ln)
+	origin := serveConns(f, o.serve)
 	r, err := reactor.New(reactor.Config{Loops: 2})
 	if err != nil {
 		f.Fatal(err)
@@ -223,7 +209,7 @@ func FuzzCacheRoundTrip(f *testing.F) {
 		o.mu.Lock()
 		o.resps[path] = resp
 		o.mu.Unlock()
-		u := "http://" + ln.Addr().String() + path
+		u := "http://" + origin + path
 		for i := range 2 {
 			got, err := client.Get(u)
 			if err != nil {

@@ -138,32 +138,18 @@ func clip(b []byte) []byte {
 // connection, and a plain GET to a sane origin still works afterwards.
 func FuzzOriginResponse(f *testing.F) {
 	var answer atomic.Pointer[[]byte]
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				buf := make([]byte, 4096)
-				n, _ := c.Read(buf) // the request head (the requests here have no body)
-				if n == 0 {
-					return
-				}
-				if b := answer.Load(); b != nil {
-					_, _ = c.Write(*b)
-				}
-			}()
+	// One answer per connection, then close: a body without framing ends
+	// there.
+	raw := serveConns(f, func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 4096)
+		if n, _ := c.Read(buf); n == 0 { // the request head (the requests here have no body)
+			return
 		}
-	}()
-	raw := ln.Addr().String()
+		if b := answer.Load(); b != nil {
+			_, _ = c.Write(*b)
+		}
+	})
 	sane := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok")) }))
 	f.Cleanup(sane.Close)
 	addr := fuzzProxy(f)

@@ -27,6 +27,14 @@ func smallResponse(fields string) []byte {
 // nil). It returns the origin's address.
 func startRawOrigin(t testing.TB, resp []byte, asked *atomic.Int64) string {
 	t.Helper()
+	return serveConns(t, func(c net.Conn) { serveRaw(c, resp, asked) })
+}
+
+// serveConns listens on 127.0.0.1 until the test ends and runs handle on
+// each accepted connection in a goroutine of its own, closing the
+// connection when handle returns. It returns the address.
+func serveConns(t testing.TB, handle func(net.Conn)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -38,14 +46,16 @@ func startRawOrigin(t testing.TB, resp []byte, asked *atomic.Int64) string {
 			if err != nil {
 				return
 			}
-			go serveRaw(c, resp, asked)
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
 		}
 	}()
 	return ln.Addr().String()
 }
 
 func serveRaw(c net.Conn, resp []byte, asked *atomic.Int64) {
-	defer c.Close()
 	r := bufio.NewReader(c)
 	for {
 		for {
