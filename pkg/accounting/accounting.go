@@ -536,9 +536,16 @@ func (r *Record) Add(requests, up, down uint64, now time.Time) {
 // Check returns a *QuotaError when the identity has used up its quota for
 // the current period, else nil.
 func (r *Record) Check(now time.Time) error {
+	_, err := r.CheckQuota(now)
+	return err
+}
+
+// CheckQuota is Check that also reports whether the identity has a quota
+// at all (Limited), from the same lookup: a request asks both.
+func (r *Record) CheckQuota(now time.Time) (limited bool, err error) {
 	q, ok := (*r.acc.quotas.Load())[r.key]
 	if !ok {
-		return nil
+		return false, nil
 	}
 	r.mu.Lock()
 	r.update(now)
@@ -546,10 +553,10 @@ func (r *Record) Check(now time.Time) error {
 	r.mu.Unlock()
 	used := u.bytesUp + u.bytesDown
 	if q.Bytes > 0 && used >= q.Bytes || q.Time > 0 && u.online >= q.Time {
-		return &QuotaError{Key: r.key, Quota: q, Bytes: used, Time: u.online,
+		return true, &QuotaError{Key: r.key, Quota: q, Bytes: used, Time: u.online,
 			Resets: time.Unix(0, u.end).In(r.acc.cfg.Location)}
 	}
-	return nil
+	return true, nil
 }
 
 // QuotaError is an identity over its quota.

@@ -61,9 +61,15 @@ func TestLimited(t *testing.T) {
 	if r.Limited() {
 		t.Error("limited without quotas")
 	}
+	if limited, err := r.CheckQuota(time.Now()); limited || err != nil {
+		t.Errorf("CheckQuota without quotas: %v, %v", limited, err)
+	}
 	a.SetQuotas(map[string]Quota{"u": {Period: Day, Bytes: 1}})
 	if !r.Limited() || r.TimeLimited() {
 		t.Errorf("with a byte quota: limited %v, time limited %v", r.Limited(), r.TimeLimited())
+	}
+	if limited, err := r.CheckQuota(time.Now()); !limited || err != nil {
+		t.Errorf("CheckQuota under a byte quota: %v, %v", limited, err)
 	}
 	a.SetQuotas(map[string]Quota{"u": {Period: Day, Time: time.Hour}})
 	if !r.Limited() || !r.TimeLimited() {

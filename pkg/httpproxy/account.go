@@ -34,7 +34,8 @@ func (c *conn) account() bool {
 		c.acct = a.Record(accounting.Key(ex.user, c.client))
 		c.acct.Open(now)
 	}
-	if err := c.acct.Check(ex.start); err != nil {
+	limited, err := c.acct.CheckQuota(ex.start)
+	if err != nil {
 		target := ex.t.url()
 		if ex.tunnel {
 			target = ex.t.authority()
@@ -45,7 +46,7 @@ func (c *conn) account() bool {
 		return false
 	}
 	ex.counted = true
-	c.watch(c.acct.Limited())
+	c.watch(limited)
 	return true
 }
 
