@@ -94,21 +94,21 @@ type Client struct {
 	next    atomic.Uint32 // loop for the next data connection
 
 	// home's
-	state     string // "connecting", "logging in", "up", "waiting"
-	ctl       *frameConn
+	state       string // "connecting", "logging in", "up", "waiting"
+	ctl         *frameConn
 	nonce       [NonceLen]byte // the server's, of the current login
 	clientNonce [NonceLen]byte
 	session     [SessionLen]byte
-	gen       int // session generation: data connections of older ones are dropped
-	heartbeat time.Duration
-	lastSeen  time.Duration
-	backoff   time.Duration
-	retry     reactor.Timer
-	ping      reactor.Timer
-	dialing   int // data connections being opened
-	ports     map[uint16]string // registration state per port
-	stopped   bool
-	lastErr   string
+	gen         int // session generation: data connections of older ones are dropped
+	heartbeat   time.Duration
+	lastSeen    time.Duration
+	backoff     time.Duration
+	retry       reactor.Timer
+	ping        reactor.Timer
+	dialing     int               // data connections being opened
+	ports       map[uint16]string // registration state per port
+	stopped     bool
+	lastErr     string
 
 	mu   sync.Mutex // guards data
 	data map[*clientData]struct{}
