@@ -64,10 +64,13 @@ var socks5Schema = map[string]spec[*socks5Target]{
 		t.s.Listen = append(t.s.Listen, a)
 		return nil
 	}},
-	"interface":         {set: func(t *socks5Target, v string) (err error) { t.s.Interface, err = parseDevice(v); return err }},
-	"connect_timeout":   {set: func(t *socks5Target, v string) (err error) { t.s.ConnectTimeout, err = positiveDuration(v); return err }},
-	"handshake_timeout": {set: func(t *socks5Target, v string) (err error) { t.s.HandshakeTimeout, err = positiveDuration(v); return err }},
-	"idle_timeout":      {set: func(t *socks5Target, v string) (err error) { t.s.IdleTimeout, err = positiveDuration(v); return err }},
+	"interface":       {set: func(t *socks5Target, v string) (err error) { t.s.Interface, err = parseDevice(v); return err }},
+	"connect_timeout": {set: func(t *socks5Target, v string) (err error) { t.s.ConnectTimeout, err = positiveDuration(v); return err }},
+	"handshake_timeout": {set: func(t *socks5Target, v string) (err error) {
+		t.s.HandshakeTimeout, err = positiveDuration(v)
+		return err
+	}},
+	"idle_timeout": {set: func(t *socks5Target, v string) (err error) { t.s.IdleTimeout, err = positiveDuration(v); return err }},
 	"max_conns": {set: func(t *socks5Target, v string) (err error) {
 		t.s.MaxConns, err = parseInt(v, 0, math.MaxInt32)
 		return err
