@@ -9,11 +9,13 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/sluice-proxy/sluice/pkg/acl"
 	"github.com/sluice-proxy/sluice/pkg/auth"
+	"github.com/sluice-proxy/sluice/pkg/config"
 	"github.com/sluice-proxy/sluice/pkg/endpoint"
 	"github.com/sluice-proxy/sluice/pkg/reactor"
 	"github.com/sluice-proxy/sluice/pkg/relay"
@@ -189,4 +191,26 @@ func runSOCKS5(args []string, stderr io.Writer) error {
 	log.Info("stopped", "accepted", st.Accepted, "requests", st.Requests, "sessions", st.Sessions, "refused", st.Refused,
 		"bytes_up", st.BytesUp, "bytes_down", st.BytesDown)
 	return nil
+}
+
+// printSOCKS5Summary prints the socks5 sections for `sluice check`.
+func printSOCKS5Summary(w io.Writer, cfg *config.Config) {
+	for _, x := range cfg.SOCKS5 {
+		auth := "off (users by address)"
+		if x.Auth {
+			auth = "on"
+		}
+		where := make([]string, len(x.Listen))
+		for i, a := range x.Listen {
+			where[i] = a.String()
+		}
+		if x.Interface != "" {
+			where = append(where, "on interface "+x.Interface)
+		}
+		fmt.Fprintf(w, "socks5 '%s': %s, auth %s, %d rules (default %s)\n", x.Name, strings.Join(where, " "), auth,
+			len(x.ACL.Rules), x.ACL.Default)
+	}
+	for _, name := range cfg.SOCKS5Disabled {
+		fmt.Fprintf(w, "socks5 '%s': disabled\n", name)
+	}
 }
