@@ -183,7 +183,7 @@ func runSOCKS5(args []string, stderr io.Writer) error {
 		r.Stop()
 		return err
 	}
-	log.Info("listening", "addr", svc.Addrs(), "service", "socks5", "loops", f.loops)
+	log.Info("listening", "addr", strings.Join(svc.Addrs(), ","), "service", "socks5", "loops", f.loops)
 
 	drainOnSignal(log, sigs, f.grace, svc.Active, svc.Drain)
 	r.Stop()

@@ -1,0 +1,297 @@
+package test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/net/proxy"
+)
+
+// SOCKS5 end to end: `sluice socks5` and `config socks5` sections with
+// curl and golang.org/x/net/proxy as independent clients.
+
+// startSOCKS5 runs `sluice socks5` on a free loopback port.
+func startSOCKS5(t testing.TB, args ...string) *sluiceProc {
+	t.Helper()
+	return startSluice(t, append(append([]string{"socks5", "--loops", "2"}, args...), "127.0.0.1:0")...)
+}
+
+// socksCurl runs curl through the SOCKS5 proxy URL and returns the body,
+// status and stderr.
+func socksCurl(t testing.TB, proxyURL string, args ...string) curlResult {
+	t.Helper()
+	curl := requireTool(t, "curl", "curl")
+	dir := t.TempDir()
+	all := append([]string{"-sS", "--max-time", "20", "--proxy", proxyURL, "-D", filepath.Join(dir, "h"), "-w", "%{http_code}",
+		"-o", filepath.Join(dir, "body")}, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, curl, all...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	res := curlResult{stderr: errb.String(), err: err}
+	fmt.Sscan(strings.TrimSpace(out.String()), &res.status)
+	res.body, _ = os.ReadFile(filepath.Join(dir, "body"))
+	h, _ := os.ReadFile(filepath.Join(dir, "h"))
+	res.headers = string(h)
+	return res
+}
+
+// TestSOCKS5Curl: GET and POST through curl's two SOCKS5 modes, checked by
+// sha256 (--socks5-hostname sends the name, socks5:// resolves in curl and
+// sends the address).
+func TestSOCKS5Curl(t *testing.T) {
+	o := startOrigin(t, false)
+	p := startSOCKS5(t, "--access-log")
+	const n = 3 << 20
+	want := sha(pattern(n))
+	body := make([]byte, 2<<20+17)
+	rand.Read(body)
+	file := writeFile(t, body)
+	for _, scheme := range []string{"socks5h", "socks5"} {
+		t.Run(scheme, func(t *testing.T) {
+			px := scheme + "://" + p.addr
+			url := fmt.Sprintf("http://localhost:%s", o.port())
+			r := socksCurl(t, px, url+fmt.Sprintf("/bytes/%d", n))
+			if r.status != 200 || sha(r.body) != want {
+				t.Fatalf("GET: status %d, %d bytes, %s", r.status, len(r.body), r.stderr)
+			}
+			r = socksCurl(t, px, "--data-binary", "@"+file, url+"/echo")
+			if r.status != 200 || r.header("X-Body-Sha256") != sha(body) {
+				t.Fatalf("POST: status %d, sha %q want %q, %s", r.status, r.header("X-Body-Sha256"), sha(body), r.stderr)
+			}
+		})
+	}
+	if _, err := p.waitLog(5*time.Second, "log=access", "msg=session", "command=CONNECT", "target=localhost:", "reply=0"); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestSOCKS5Auth: RFC 1929 logins through curl and x/net/proxy; a wrong
+// password and a client without credentials are refused.
+func TestSOCKS5Auth(t *testing.T) {
+	o := startOrigin(t, false)
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := writeFile(t, []byte("alice:"+string(hash)+"\n"))
+	p := startSOCKS5(t, "--users", users)
+	url := "http://" + o.hostPort() + "/bytes/100000"
+	if r := socksCurl(t, "socks5h://alice:pw@"+p.addr, url); r.status != 200 || sha(r.body) != sha(pattern(100000)) {
+		t.Fatalf("alice: %d %s", r.status, r.stderr)
+	}
+	if r := socksCurl(t, "socks5h://alice:nope@"+p.addr, url); r.err == nil || r.status == 200 {
+		t.Errorf("wrong password: status %d, %v", r.status, r.err)
+	}
+	if r := socksCurl(t, "socks5h://"+p.addr, url); r.err == nil || !strings.Contains(r.stderr, "authentication") {
+		t.Errorf("no credentials: %v %q", r.err, r.stderr)
+	}
+	d, _ := proxy.SOCKS5("tcp", p.addr, &proxy.Auth{User: "alice", Password: "pw"}, proxy.Direct)
+	echoBytes(t, d, startEchoServer(t), 4<<20)
+	d, _ = proxy.SOCKS5("tcp", p.addr, &proxy.Auth{User: "alice", Password: "bad"}, proxy.Direct)
+	if c, err := d.Dial("tcp", o.hostPort()); err == nil {
+		c.Close()
+		t.Error("x/net/proxy with a wrong password got through")
+	}
+	if _, err := p.waitLog(5*time.Second, "msg=\"failed login\"", "user=alice"); err != nil {
+		t.Error(err)
+	}
+}
+
+// startEchoServer echoes every connection until the client's FIN.
+func startEchoServer(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// echoBytes sends n random bytes through d to the echo server at target
+// and checks them on the way back (sha256).
+func echoBytes(t testing.TB, d proxy.Dialer, target string, n int) {
+	t.Helper()
+	c, err := d.Dial("tcp", target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	data := make([]byte, n)
+	rand.Read(data)
+	go func() {
+		_, _ = c.Write(data)
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	got, err := io.ReadAll(c)
+	if err != nil || sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Fatalf("echo through SOCKS5: %d of %d bytes back, %v", len(got), n, err)
+	}
+}
+
+// TestSOCKS5Denials: the HTTP proxy's rules, in every spelling of a
+// denied address, by domain, and after resolution; curl sees reply 2
+// ("not allowed by ruleset") each time.
+func TestSOCKS5Denials(t *testing.T) {
+	o := startOrigin(t, false)
+	port := o.port()
+	p := startSOCKS5(t, "--rule", "deny dest 127.0.0.2/32", "--rule", "deny host .blocked.example", "--rule", "deny port 9")
+	for _, tt := range []struct{ name, proxy, host string }{
+		{"dotted", "socks5h", "127.0.0.2"},
+		{"decimal", "socks5h", "2130706434"},
+		{"hex", "socks5h", "0x7f000002"},
+		{"octal", "socks5h", "0177.0.0.2"},
+		{"short", "socks5h", "127.2"},
+		{"mapped ipv6", "socks5h", "[::ffff:127.0.0.2]"},
+		{"domain", "socks5h", "www.blocked.example"},
+		{"domain upper case, trailing dot", "socks5h", "WWW.BLOCKED.EXAMPLE."},
+		{"address sent by curl", "socks5", "127.0.0.2"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := socksCurl(t, tt.proxy+"://"+p.addr, "http://"+tt.host+":"+port+"/echo")
+			if r.err == nil || !strings.Contains(r.stderr, "(2)") {
+				t.Errorf("status %d, err %v, stderr %q: want reply 2", r.status, r.err, r.stderr)
+			}
+		})
+	}
+	// curl normalizes numeric hosts before it sends them; these go as
+	// the client wrote them, in a domain-name request (ATYP 3).
+	for _, name := range []string{"2130706434", "0x7f000002", "0177.0.0.02", "127.2", "[::ffff:127.0.0.2]", "::ffff:7f00:2", "Www.Blocked.Example."} {
+		if rep := rawSOCKSConnect(t, p.addr, name, 80); rep != 2 {
+			t.Errorf("domain-name request for %q: reply %d, want 2", name, rep)
+		}
+	}
+	if r := socksCurl(t, "socks5h://"+p.addr, "http://127.0.0.1:9/"); r.err == nil || !strings.Contains(r.stderr, "(2)") {
+		t.Errorf("denied port: %q", r.stderr)
+	}
+	if r := socksCurl(t, "socks5h://"+p.addr, "http://127.0.0.1:"+port+"/echo"); r.status != 200 {
+		t.Errorf("allowed address: %d %s", r.status, r.stderr)
+	}
+
+	// After resolution: no rule names localhost, but it resolves into a
+	// denied range.
+	q := startSOCKS5(t, "--rule", "deny dest 127.0.0.0/8,::1/128")
+	if r := socksCurl(t, "socks5h://"+q.addr, "http://localhost:"+port+"/echo"); r.err == nil || !strings.Contains(r.stderr, "(2)") {
+		t.Errorf("localhost after resolution: %d %q", r.status, r.stderr)
+	}
+	if _, err := q.waitLog(5*time.Second, "msg=\"request denied\"", "target=localhost:"); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestSOCKS5Daemon: a socks5 section on two addresses with a user and a
+// rule under `sluice run`; stats list it; a reload with a new rule keeps a
+// live session running and applies to new ones.
+func TestSOCKS5Daemon(t *testing.T) {
+	echo := startEchoServer(t)
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := fmt.Sprintf("config user 'alice'\n\toption password '%s'\n\n", hash)
+	a1, a2 := fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	section := func(rule string) string {
+		return fmt.Sprintf("config socks5 'lan'\n\tlist listen '%s'\n\tlist listen '%s'\n\toption auth '1'\n\toption access_log '1'\n\tlist rule '%s'\n\n", a1, a2, rule)
+	}
+	cfg := newDaemonConfig(t)
+	cfg.write(t, users+section("deny host blocked.example"))
+	p := startSluice(t, "run", "-c", cfg.path)
+	alice := &proxy.Auth{User: "alice", Password: "pw"}
+	for _, a := range []string{a1, a2} {
+		d, _ := proxy.SOCKS5("tcp", a, alice, proxy.Direct)
+		echoBytes(t, d, echo, 1<<20)
+	}
+	// A session that lives across the reload.
+	d, _ := proxy.SOCKS5("tcp", a1, alice, proxy.Direct)
+	live, err := d.Dial("tcp", echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	st := serviceStats(t, daemonStats(t, cfg), "lan")
+	if st["type"] != "socks5" || st["relayed"].(float64) < 2 || len(st["listen"].([]any)) != 2 || st["active"].(float64) < 1 {
+		t.Errorf("stats: %v", st)
+	}
+
+	cfg.write(t, users+section("deny dest 127.0.0.0/8"))
+	p.signal(syscall.SIGHUP)
+	if _, err := p.waitLog(5*time.Second, "msg=reloaded", "problems=0"); err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte("still here after the reload")
+	if _, err := live.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(msg))
+	live.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(live, got); err != nil || string(got) != string(msg) {
+		t.Fatalf("live session after reload: %q, %v", got, err)
+	}
+	d, _ = proxy.SOCKS5("tcp", a2, alice, proxy.Direct)
+	if c, err := d.Dial("tcp", echo); err == nil {
+		c.Close()
+		t.Error("new session to 127.0.0.1 allowed after the reload denied it")
+	} else if !strings.Contains(err.Error(), "not allowed") {
+		t.Errorf("refusal: %v", err)
+	}
+	live.Close()
+	if _, err := p.waitLog(5*time.Second, "log=access", "socks5=lan", "user=alice", "reply=0"); err != nil {
+		t.Error(err)
+	}
+	p.signal(syscall.SIGTERM)
+	if code, _, err := p.waitExit(10 * time.Second); err != nil || code != 0 {
+		t.Fatalf("after SIGTERM: exit %d, %v", code, err)
+	}
+}
+
+// rawSOCKSConnect sends a no-auth greeting and a CONNECT to the domain
+// name host, and returns the reply code (-1: closed without one).
+func rawSOCKSConnect(t testing.TB, addr, host string, port int) int {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	req := append([]byte{5, 1, 0, 5, 1, 0, 3, byte(len(host))}, host...)
+	req = append(req, byte(port>>8), byte(port))
+	if _, err := c.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	var resp [12]byte
+	if _, err := io.ReadFull(c, resp[:]); err != nil {
+		return -1
+	}
+	if resp[0] != 5 || resp[1] != 0 || resp[2] != 5 {
+		t.Fatalf("bad answer %v", resp)
+	}
+	return int(resp[3])
+}
