@@ -295,3 +295,137 @@ func rawSOCKSConnect(t testing.TB, addr, host string, port int) int {
 	}
 	return int(resp[3])
 }
+
+// startDNSLike answers each datagram with its first two bytes (the ID)
+// followed by "answer:" and the rest, as a DNS server answers a query.
+func startDNSLike(t testing.TB) *net.UDPConn {
+	t.Helper()
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := pc.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			if n < 2 {
+				continue
+			}
+			resp := append(append([]byte{buf[0], buf[1]}, "answer:"...), buf[2:n]...)
+			_, _ = pc.WriteToUDP(resp, from)
+		}
+	}()
+	return pc
+}
+
+// udpAssociation is a small RFC 1928 client of UDP ASSOCIATE: the TCP
+// control connection and the UDP socket it sends from.
+type udpAssociation struct {
+	tcp   net.Conn
+	udp   *net.UDPConn
+	relay *net.UDPAddr // BND.ADDR:BND.PORT of the reply
+}
+
+func associate(t testing.TB, proxyAddr string) *udpAssociation {
+	t.Helper()
+	tcp, err := net.Dial("tcp", proxyAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tcp.Close() })
+	tcp.SetDeadline(time.Now().Add(5 * time.Second))
+	// Greeting (no auth), then UDP ASSOCIATE with DST 0.0.0.0:0: the
+	// client does not know its address yet (RFC 1928 section 4).
+	if _, err := tcp.Write([]byte{5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	var resp [12]byte
+	if _, err := io.ReadFull(tcp, resp[:]); err != nil {
+		t.Fatal(err)
+	}
+	if resp[0] != 5 || resp[1] != 0 || resp[2] != 5 || resp[3] != 0 || resp[5] != 1 {
+		t.Fatalf("UDP ASSOCIATE answer %v", resp)
+	}
+	relay := &net.UDPAddr{IP: net.IP(resp[6:10]), Port: int(resp[10])<<8 | int(resp[11])}
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { udp.Close() })
+	return &udpAssociation{tcp: tcp, udp: udp, relay: relay}
+}
+
+// exchange sends payload to dst (header with FRAG frag) and returns the
+// reply's source and data, or ok false when none came within wait.
+func (a *udpAssociation) exchange(t testing.TB, frag byte, atyp byte, dst []byte, port int, payload []byte, wait time.Duration) (src string, data []byte, ok bool) {
+	t.Helper()
+	d := []byte{0, 0, frag, atyp}
+	if atyp == 3 {
+		d = append(d, byte(len(dst)))
+	}
+	d = append(append(d, dst...), byte(port>>8), byte(port))
+	if _, err := a.udp.WriteToUDP(append(d, payload...), a.relay); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 65535)
+	a.udp.SetReadDeadline(time.Now().Add(wait))
+	n, _, err := a.udp.ReadFromUDP(buf)
+	if err != nil {
+		return "", nil, false
+	}
+	b := buf[:n]
+	if len(b) < 10 || b[0] != 0 || b[1] != 0 || b[2] != 0 || b[3] != 1 {
+		t.Fatalf("reply header %v", b)
+	}
+	src = fmt.Sprintf("%s:%d", net.IP(b[4:8]), int(b[8])<<8|int(b[9]))
+	return src, b[10:], true
+}
+
+// TestSOCKS5UDPAssociate: a DNS-style request and reply through the
+// relay, by address and by name; fragments, strangers and denied
+// destinations get nothing; the association ends with its TCP connection.
+func TestSOCKS5UDPAssociate(t *testing.T) {
+	dns := startDNSLike(t)
+	dnsAddr := dns.LocalAddr().(*net.UDPAddr)
+	denied := startDNSLike(t)
+	p := startSOCKS5(t, "--rule", fmt.Sprintf("deny dest 127.0.0.1/32 port %d", denied.LocalAddr().(*net.UDPAddr).Port), "--access-log")
+	a := associate(t, p.addr)
+	query := append([]byte{0x12, 0x34}, make([]byte, 1000)...)
+	rand.Read(query[2:])
+	want := append(append([]byte{0x12, 0x34}, "answer:"...), query[2:]...)
+	src, data, ok := a.exchange(t, 0, 1, dnsAddr.IP.To4(), dnsAddr.Port, query, 3*time.Second)
+	if !ok || src != dnsAddr.String() || sha256.Sum256(data) != sha256.Sum256(want) {
+		t.Fatalf("by address: ok %v, from %s (want %s), %d bytes", ok, src, dnsAddr, len(data))
+	}
+	if _, data, ok := a.exchange(t, 0, 3, []byte("localhost"), dnsAddr.Port, query, 3*time.Second); !ok || sha256.Sum256(data) != sha256.Sum256(want) {
+		t.Errorf("by name: ok %v, %d bytes", ok, len(data))
+	}
+	if _, _, ok := a.exchange(t, 1, 1, dnsAddr.IP.To4(), dnsAddr.Port, query, 300*time.Millisecond); ok {
+		t.Error("a fragment (FRAG 1) was relayed")
+	}
+	if _, _, ok := a.exchange(t, 0, 1, []byte{127, 0, 0, 1}, denied.LocalAddr().(*net.UDPAddr).Port, query, 300*time.Millisecond); ok {
+		t.Error("a denied destination was relayed")
+	}
+	// A stranger (another socket of the same host, once the client's port
+	// is known) is not relayed.
+	stranger := &udpAssociation{tcp: a.tcp, relay: a.relay}
+	var err error
+	if stranger.udp, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.udp.Close()
+	if _, _, ok := stranger.exchange(t, 0, 1, dnsAddr.IP.To4(), dnsAddr.Port, query, 300*time.Millisecond); ok {
+		t.Error("a datagram from another port than the client's was relayed")
+	}
+	a.tcp.Close()
+	if _, err := p.waitLog(5*time.Second, "log=access", "command=UDP", "bytes_up=2004"); err != nil {
+		t.Error(err)
+	}
+	if _, _, ok := a.exchange(t, 0, 1, dnsAddr.IP.To4(), dnsAddr.Port, query, 300*time.Millisecond); ok {
+		t.Error("relayed after the TCP connection closed")
+	}
+}

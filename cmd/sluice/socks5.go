@@ -25,15 +25,17 @@ import (
 const socks5Usage = `Usage: sluice socks5 [flags] LISTEN...
 
 A SOCKS5 server (RFC 1928) on each LISTEN address: CONNECT to IPv4, IPv6
-and domain-name targets (names resolved by sluice), every port. BIND and
-UDP ASSOCIATE are answered "command not supported".
+and domain-name targets (names resolved by sluice), every port; UDP
+ASSOCIATE (datagrams relayed while the TCP connection lasts, fragments
+dropped); BIND (one inbound connection, within --connect-timeout).
 
 Without --users nobody logs in. With --users every client must log in
 with RFC 1929 username/password (bcrypt hashes, as for http-proxy).
 
 Rules (--rule, repeatable, first match wins, default allow) are the HTTP
-proxy's; the method a rule sees is CONNECT, and a name is checked again
-after it resolves:
+proxy's; the method a rule sees is the command (CONNECT, UDP for each
+datagram's destination, BIND), and a name is checked again after it
+resolves:
   deny dest 10.0.0.0/8,192.168.0.0/16      destination address after resolution
   deny host .ads.example,*.tracker.*        host: exact, .suffix or * pattern
   deny user guest port 25                   user, port (N, LO-HI or *)

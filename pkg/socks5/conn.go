@@ -333,7 +333,16 @@ func (c *conn) request() {
 	c.state = stPolicy
 	c.start = time.Now()
 	a := c.req.Addr
-	if c.req.Cmd != CmdConnect {
+	switch c.req.Cmd {
+	case CmdConnect:
+	case CmdUDPAssociate:
+		// DST names where the client will send from, not a target: the
+		// rules see each datagram's destination (udp.go).
+		if c.admit() {
+			c.udpAssociate()
+		}
+		return
+	default:
 		c.refuse(RepCmdNotSupported, "command not supported")
 		return
 	}

@@ -124,6 +124,7 @@ type Service struct {
 	stats   []Stats // one per loop, owned by it
 	live    *reactor.Live
 	lns     *endpoint.Group
+	udpBufs [][]byte        // one per loop, made at the first UDP association (udp.go)
 	counted accounting.Live // sessions (and connections of quota holders) a sync adds to the accounting
 }
 
@@ -172,6 +173,7 @@ func New(ctx context.Context, r *reactor.Reactor, cfg Config) (*Service, error) 
 		log:     log,
 		warn:    &ratelog.Logger{Out: log},
 		stats:   make([]Stats, len(r.Loops())),
+		udpBufs: make([][]byte, len(r.Loops())),
 		live:    reactor.NewLive(),
 	}
 	s.lns = endpoint.NewGroup(r.Loops(), s.accept, endpoint.ListenOptions{}, func(err error) {
