@@ -28,6 +28,7 @@ const (
 	stRequest               // reading the request
 	stPolicy                // resolving (in the pool) and checking the rules
 	stDial                  // connecting to the target
+	stBind                  // BIND: waiting for the inbound connection (bind.go)
 	stClosed                // closed, or handed to a relay
 )
 
@@ -60,6 +61,7 @@ type conn struct {
 	next  int
 	start time.Time
 
+	lfd  int                // BIND's listening socket; -1 when none
 	rl   *ratelimit.User    // the user's connection limit slot, if taken
 	acct *accounting.Record // the identity this request counts for
 }
@@ -80,7 +82,7 @@ func (s *Service) accept(l *reactor.Loop, fd int) {
 			return
 		}
 	}
-	c := &conn{s: s, loop: l, fd: fd, readable: true, start: time.Now()}
+	c := &conn{s: s, loop: l, fd: fd, lfd: -1, readable: true, start: time.Now()}
 	if sa, err := sys.PeerAddr(fd); err == nil {
 		c.client = sockaddrAddrPort(sa).Addr()
 	}
@@ -109,6 +111,10 @@ func sockaddrAddrPort(sa sys.Sockaddr) netip.AddrPort {
 func (c *conn) HandleEvent(ev uint32) {
 	if ev&(sys.EventIn|sys.EventRdHup|sys.EventHup|sys.EventErr) != 0 {
 		c.readable = true
+	}
+	if c.state == stBind && ev&(sys.EventRdHup|sys.EventHup|sys.EventErr) != 0 {
+		c.close(false) // the client gave up waiting
+		return
 	}
 	c.pump()
 }
@@ -334,7 +340,7 @@ func (c *conn) request() {
 	c.start = time.Now()
 	a := c.req.Addr
 	switch c.req.Cmd {
-	case CmdConnect:
+	case CmdConnect, CmdBind:
 	case CmdUDPAssociate:
 		// DST names where the client will send from, not a target: the
 		// rules see each datagram's destination (udp.go).
@@ -358,7 +364,7 @@ func (c *conn) request() {
 		c.ip = a.IP.Unmap()
 		c.host = c.ip.String()
 	}
-	if a.Port == 0 {
+	if a.Port == 0 && c.req.Cmd == CmdConnect { // BIND may not know the port its peer comes from
 		c.refuse(RepHostUnreachable, "port 0")
 		return
 	}
@@ -447,6 +453,10 @@ func (c *conn) resolved(ips []netip.Addr, err error) {
 		}
 	}
 	c.addrs = ips
+	if c.req.Cmd == CmdBind {
+		c.bind()
+		return
+	}
 	c.state = stDial
 	c.dialNext()
 }
@@ -569,6 +579,10 @@ func (c *conn) close(reset bool) {
 	c.state = stClosed
 	c.loop.Cancel(&c.timer)
 	c.in = nil
+	if c.lfd >= 0 {
+		c.loop.Close(c.lfd)
+		c.lfd = -1
+	}
 	if c.rl != nil {
 		c.rl.Release()
 		c.rl = nil

@@ -211,7 +211,7 @@ func TestReplyCodes(t *testing.T) {
 		{"denied by name", connectReq(AtypDomain, []byte("WWW.Denied.Test."), echo.Port()), RepNotAllowed},
 		{"denied after resolution", connectReq(AtypDomain, []byte("localhost"), 1), RepConnRefused}, // localhost is allowed; see TestDeniedAfterResolution
 		{"bad name", connectReq(AtypDomain, []byte("a b"), 80), RepHostUnreachable},
-		{"bind", []byte{5, 2, 0, 1, 127, 0, 0, 1, 0, 80}, RepCmdNotSupported},
+		{"bind denied", []byte{5, 2, 0, 1, 127, 0, 0, 2, 0, 0}, RepNotAllowed},
 		{"unknown command", []byte{5, 9, 0, 1, 127, 0, 0, 1, 0, 80}, RepCmdNotSupported},
 		{"address type", []byte{5, 1, 0, 2, 127, 0, 0, 1, 0, 80}, RepAddrNotSupported},
 	} {
@@ -267,5 +267,52 @@ func TestBadHandshakes(t *testing.T) {
 				t.Errorf("got %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestBind: a BIND's first reply names a listener; the expected host's
+// connection gets the second reply with its address and is relayed both
+// ways (sha256); a connection from another host is refused.
+func TestBind(t *testing.T) {
+	s := startServer(t, Config{})
+	c, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.Write([]byte{5, 1, 0, 5, 2, 0, 1, 127, 0, 0, 1, 0, 0})
+	var first [12]byte
+	if _, err := io.ReadFull(c, first[:]); err != nil || first[3] != 0 || first[5] != 1 {
+		t.Fatalf("first reply %v, %v", first, err)
+	}
+	bnd := netip.AddrPortFrom(netip.AddrFrom4([4]byte(first[6:10])), uint16(first[10])<<8|uint16(first[11]))
+	// Another host (127.0.0.2 as the source) is turned away.
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+	if other, err := d.Dial("tcp", bnd.String()); err == nil {
+		other.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if n, _ := other.Read(make([]byte, 1)); n != 0 {
+			t.Error("the other host got bytes")
+		}
+		other.Close()
+	}
+	peer, err := net.Dial("tcp", bnd.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	var second [10]byte
+	if _, err := io.ReadFull(c, second[:]); err != nil || second[1] != 0 {
+		t.Fatalf("second reply %v, %v", second, err)
+	}
+	if got := netip.AddrPortFrom(netip.AddrFrom4([4]byte(second[4:8])), uint16(second[8])<<8|uint16(second[9])); got.String() != peer.LocalAddr().String() {
+		t.Errorf("second reply names %s, the peer is %s", got, peer.LocalAddr())
+	}
+	data := make([]byte, 1<<20)
+	rand.Read(data)
+	go func() { peer.Write(data); peer.(*net.TCPConn).CloseWrite() }()
+	got, err := io.ReadAll(c)
+	if err != nil || sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Fatalf("peer to client: %d bytes, %v", len(got), err)
 	}
 }
