@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 
 	"github.com/sluice-proxy/sluice/pkg/auth"
@@ -118,7 +119,7 @@ func (d *Daemon) startOneSOCKS5(s *socksService) error {
 		s.follow, err = followInterface("socks5", s.cfg.Name, s.cfg.Interface, listen, s.svc, d.log)
 		return err
 	}
-	d.log.Info("listening", "socks5", s.cfg.Name, "addr", s.svc.Addrs(), "rules", len(s.cfg.ACL.Rules), "auth", s.cfg.Auth)
+	d.log.Info("listening", "socks5", s.cfg.Name, "addr", strings.Join(s.svc.Addrs(), ","), "rules", len(s.cfg.ACL.Rules), "auth", s.cfg.Auth)
 	return nil
 }
 

@@ -210,6 +210,10 @@ func (s *Service) Start() error { return s.lns.Start() }
 // Active returns the number of live client connections and sessions.
 func (s *Service) Active() int { return s.live.Count() }
 
+// SetActiveLoops makes only the first n loops accept new connections (the
+// tuner's loop knob); see endpoint.Listener.SetActiveLoops.
+func (s *Service) SetActiveLoops(n int) { s.lns.SetActiveLoops(n) }
+
 // StopAccepting closes the listeners; live sessions are not touched. It
 // must not be called from a loop goroutine.
 func (s *Service) StopAccepting() { s.lns.Close() }
