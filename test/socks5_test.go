@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -427,5 +428,49 @@ func TestSOCKS5UDPAssociate(t *testing.T) {
 	}
 	if _, _, ok := a.exchange(t, 0, 1, dnsAddr.IP.To4(), dnsAddr.Port, query, 300*time.Millisecond); ok {
 		t.Error("relayed after the TCP connection closed")
+	}
+}
+
+// TestIntegrationSOCKS5InterfaceFollow checks `option interface` on a
+// socks5 section: it listens on the addresses of a veth in a namespace
+// and follows an added and a removed address; curl on the host uses it to
+// reach an origin on the host side.
+func TestIntegrationSOCKS5InterfaceFollow(t *testing.T) {
+	ns, inner, subnet := vethNamespace(t)
+	ln, err := net.Listen("tcp", subnet+".1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		fmt.Fprintf(w, "path=%s", req.URL.Path)
+	})}
+	go o.Serve(ln)
+	t.Cleanup(func() { o.Close() })
+	port := freePort(t)
+	cfg := newDaemonConfig(t)
+	cfg.write(t, fmt.Sprintf("config socks5 'lan'\n\toption listen ':%d'\n\toption interface '%s'\n\tlist rule 'allow client %s.0/24'\n\toption default 'deny'\n",
+		port, inner, subnet))
+	p := startSluiceWrapped(t, []string{"ip", "netns", "exec", ns}, "run", "-c", cfg.path)
+	first, second := fmt.Sprintf("%s.2:%d", subnet, port), fmt.Sprintf("%s.3:%d", subnet, port)
+	if p.addr != first {
+		t.Fatalf("sluice listens on %s, want %s", p.addr, first)
+	}
+	url := "http://" + ln.Addr().String() + "/x"
+	if r := socksCurl(t, "socks5h://"+first, "--connect-timeout", "2", url); r.status != 200 || string(r.body) != "path=/x" {
+		t.Fatalf("through %s: %d %q %s", first, r.status, r.body, r.stderr)
+	}
+	ipCmd(t, "-n", ns, "addr", "add", subnet+".3/24", "dev", inner)
+	if _, err := p.waitLog(5*time.Second, "msg=listening", "addr="+second); err != nil {
+		t.Fatalf("address added: %v", err)
+	}
+	if r := socksCurl(t, "socks5h://"+second, "--connect-timeout", "2", url); r.status != 200 {
+		t.Fatalf("through the added address %s: %d %s", second, r.status, r.stderr)
+	}
+	ipCmd(t, "-n", ns, "addr", "del", subnet+".3/24", "dev", inner)
+	if _, err := p.waitLog(5*time.Second, "address gone", "addr=tcp:"+second); err != nil {
+		t.Fatalf("address removed: %v", err)
+	}
+	if r := socksCurl(t, "socks5h://"+second, "--connect-timeout", "1", url); r.err == nil {
+		t.Errorf("%s still proxies after its address was removed", second)
 	}
 }
