@@ -338,6 +338,10 @@ func (c *conn) loggedIn(name string, ok bool) {
 func (c *conn) request() {
 	c.state = stPolicy
 	c.start = time.Now()
+	// The handshake is complete: from here the lookup (lookupTimeout) and
+	// each connect (ConnectTimeout) bound the wait, and a slow target gets
+	// its reply code instead of a silent close.
+	c.loop.Cancel(&c.timer)
 	a := c.req.Addr
 	switch c.req.Cmd {
 	case CmdConnect, CmdBind:

@@ -28,8 +28,9 @@ import (
 // every destination passes the rules (method UDP), domain names resolved
 // in the pool. Replies are accepted only from destinations the client
 // sent to (at most maxPeers remembered), so the socket is no open relay
-// toward the client. Bytes count for the identity when the association
-// ends; UDP is not rate limited.
+// toward the client. Bytes count for the identity at every accounting
+// sync and when the association ends (a quota ends it too); UDP is not
+// rate limited.
 
 // maxPeers bounds the destinations an association remembers for replies;
 // past it the set starts over.
@@ -53,11 +54,13 @@ type association struct {
 	start      time.Time
 	peers      map[netip.AddrPort]struct{}
 	up, down   uint64
-	rl         *ratelimit.User
-	acct       *accounting.Record
-	timer      reactor.Timer
-	last       time.Duration // loop clock at the last datagram
-	closed     bool
+	// addedUp and addedDn are what syncs added to acct so far.
+	addedUp, addedDn uint64
+	rl               *ratelimit.User
+	acct             *accounting.Record
+	timer            reactor.Timer
+	last             time.Duration // loop clock at the last datagram
+	closed           bool
 
 	tcpEnd, clEnd, out4End, out6End assocEnd
 }
@@ -147,7 +150,30 @@ func (c *conn) udpAssociate() {
 	c.loop.SetHandler(c.fd, &a.tcpEnd)
 	a.timer.Func = a.expire
 	c.loop.Schedule(&a.timer, c.s.cfg.IdleTimeout)
+	if a.acct != nil {
+		c.s.counted.Add(c.s.cfg.Accounting, a, a.acct.Limited())
+	}
 	a.readTCP()
+}
+
+// Home is the association's loop (accounting.Member).
+func (a *association) Home() *reactor.Loop { return a.loop }
+
+// SyncAcct adds what the association relayed since the last call and ends
+// it over quota (accounting.Member).
+func (a *association) SyncAcct(now time.Time) {
+	if a.closed {
+		return
+	}
+	if a.up != a.addedUp || a.down != a.addedDn {
+		a.acct.Add(0, a.up-a.addedUp, a.down-a.addedDn, now)
+		a.addedUp, a.addedDn = a.up, a.down
+	}
+	if err := a.acct.Check(now); err != nil {
+		a.s.warn.Log(slog.LevelWarn, "quota exceeded: udp association closed", "client", a.client.String(),
+			"user", a.acct.Key(), "err", err)
+		a.end()
+	}
 }
 
 // readTCP discards what the client sends on its TCP connection (nothing,
@@ -364,7 +390,8 @@ func (a *association) end() {
 	a.s.logAccess(a.client, a.user, a.req, RepSucceeded, a.up, a.down, a.start)
 	now := time.Now()
 	if a.acct != nil {
-		a.acct.Add(1, a.up, a.down, now)
+		a.s.counted.Remove(a)
+		a.acct.Add(1, a.up-a.addedUp, a.down-a.addedDn, now)
 		a.acct.Close(now)
 	}
 	if a.rl != nil {
