@@ -95,10 +95,13 @@ type Addr struct {
 	Port uint16
 }
 
-// String returns host:port (IPv6 in brackets).
+// String returns host:port (IPv6 in brackets), "-" for the zero Addr.
 func (a Addr) String() string {
 	if a.Host != "" {
 		return a.Host + ":" + itoa(a.Port)
+	}
+	if !a.IP.IsValid() {
+		return "-" // a request refused before its address could be read
 	}
 	return netip.AddrPortFrom(a.IP, a.Port).String()
 }
