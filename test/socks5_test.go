@@ -474,3 +474,22 @@ func TestIntegrationSOCKS5InterfaceFollow(t *testing.T) {
 		t.Errorf("%s still proxies after its address was removed", second)
 	}
 }
+
+// TestSOCKS4Curl: curl's socks4:// and socks4a:// through the same
+// server, byte-exact; a denied address is rejected.
+func TestSOCKS4Curl(t *testing.T) {
+	o := startOrigin(t, false)
+	p := startSOCKS5(t, "--rule", "deny dest 127.0.0.2/32")
+	const n = 1 << 20
+	for _, scheme := range []string{"socks4", "socks4a"} {
+		t.Run(scheme, func(t *testing.T) {
+			r := socksCurl(t, scheme+"://"+p.addr, fmt.Sprintf("http://localhost:%s/bytes/%d", o.port(), n))
+			if r.status != 200 || sha(r.body) != sha(pattern(n)) {
+				t.Fatalf("GET: %d, %d bytes, %s", r.status, len(r.body), r.stderr)
+			}
+			if r := socksCurl(t, scheme+"://"+p.addr, "http://127.0.0.2:"+o.port()+"/"); r.err == nil {
+				t.Errorf("denied address: status %d", r.status)
+			}
+		})
+	}
+}

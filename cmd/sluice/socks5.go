@@ -28,6 +28,7 @@ A SOCKS5 server (RFC 1928) on each LISTEN address: CONNECT to IPv4, IPv6
 and domain-name targets (names resolved by sluice), every port; UDP
 ASSOCIATE (datagrams relayed while the TCP connection lasts, fragments
 dropped); BIND (one inbound connection, within --connect-timeout).
+SOCKS4 and SOCKS4a CONNECT are served on the same port.
 
 Without --users nobody logs in. With --users every client must log in
 with RFC 1929 username/password (bcrypt hashes, as for http-proxy).

@@ -51,6 +51,7 @@ type conn struct {
 	state    state
 	timer    reactor.Timer
 	readable bool
+	v4       bool   // the client speaks SOCKS4 or 4a: its replies are SOCKS4's
 	in       []byte // bytes read and not yet used
 
 	user  string
@@ -171,6 +172,9 @@ func (c *conn) read() bool {
 func (c *conn) step() bool {
 	switch c.state {
 	case stGreeting:
+		if c.in[0] == Version4 {
+			return c.request4()
+		}
 		methods, n, err := ParseGreeting(c.in)
 		if err == ErrShort {
 			return false
@@ -525,7 +529,7 @@ func (c *conn) connected(fd int, err error) {
 		bound = sockaddrAddrPort(sa)
 	}
 	var buf [32]byte
-	if !c.send(AppendReply(buf[:0], RepSucceeded, bound)) {
+	if !c.send(c.reply(buf[:0], RepSucceeded, bound)) {
 		c.loop.Close(fd)
 		return
 	}
@@ -556,9 +560,54 @@ func (c *conn) refuse(rep Reply, reason string) {
 		c.acct.Add(1, 0, 0, time.Now())
 	}
 	var buf [16]byte
-	if c.send(AppendReply(buf[:0], rep, netip.AddrPort{})) {
+	if c.send(c.reply(buf[:0], rep, netip.AddrPort{})) {
 		c.close(false)
 	}
+}
+
+// reply appends the reply in the client's protocol: SOCKS4 knows only
+// "granted" and "rejected".
+func (c *conn) reply(dst []byte, rep Reply, bound netip.AddrPort) []byte {
+	if c.v4 {
+		return AppendReply4(dst, rep == RepSucceeded, bound)
+	}
+	return AppendReply(dst, rep, bound)
+}
+
+// request4 takes a SOCKS4 or 4a request: CONNECT only, and with users
+// only from a client whose address belongs to one (SOCKS4 carries no
+// password; its user id is not trusted).
+func (c *conn) request4() bool {
+	req, _, n, err := ParseRequest4(c.in)
+	if err == ErrShort {
+		return false
+	}
+	c.v4 = true
+	if err != nil {
+		c.protoError(err)
+		return false
+	}
+	c.in = c.in[n:]
+	c.req = req
+	if users := c.s.cfg.Users; users != nil {
+		name, ok := users.UserFor(c.client)
+		if !ok {
+			c.s.warn.Log(slog.LevelInfo, "socks4 client is no user", "client", c.client.String())
+			c.state = stPolicy
+			c.refuse(RepNotAllowed, "socks4 without an address that belongs to a user")
+			return false
+		}
+		c.user = name
+	} else if au := c.s.cfg.AddrUsers; au != nil {
+		c.user, _ = au.UserFor(c.client)
+	}
+	if req.Cmd != CmdConnect {
+		c.state = stPolicy
+		c.refuse(RepCmdNotSupported, "socks4 takes CONNECT only")
+		return false
+	}
+	c.request()
+	return false
 }
 
 func (c *conn) logAccess(rep Reply, up, down uint64) {

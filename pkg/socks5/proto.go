@@ -319,3 +319,81 @@ func AppendUDPHeader(dst []byte, src netip.AddrPort) []byte {
 	dst = append(dst, 0, 0, 0)
 	return appendAddr(dst, src)
 }
+
+// SOCKS4 and SOCKS4a, the protocol before RFC 1928 that some clients
+// still speak (no RFC; the de facto specifications "SOCKS: A protocol for
+// TCP proxy across firewalls" and "SOCKS 4A"). sluice takes CONNECT only.
+const (
+	Version4     = 0x04
+	Rep4Granted  = 90 // request granted
+	Rep4Rejected = 91 // request rejected or failed
+)
+
+// ErrTooLong is a SOCKS4 user id or SOCKS4a name over 255 bytes.
+var ErrTooLong = errors.New("socks4: field too long")
+
+// ParseRequest4 parses a SOCKS4 or SOCKS4a request
+//
+//	VN (4) | CD | DSTPORT (2) | DSTIP (4) | USERID | NUL [ | DOMAIN | NUL ]
+//
+// where a DSTIP of 0.0.0.x (x != 0) announces the SOCKS4a domain name.
+// It returns the request and the user id the client sent.
+func ParseRequest4(b []byte) (Request, string, int, error) {
+	if len(b) >= 1 && b[0] != Version4 {
+		return Request{}, "", 0, ErrVersion
+	}
+	if len(b) < 9 {
+		return Request{}, "", 0, ErrShort
+	}
+	user, n, err := cString(b[8:])
+	if err != nil {
+		return Request{}, "", 0, err
+	}
+	end := 8 + n
+	r := Request{Cmd: Command(b[1]), Addr: Addr{Port: binary.BigEndian.Uint16(b[2:4])}}
+	ip := [4]byte(b[4:8])
+	if ip[0] == 0 && ip[1] == 0 && ip[2] == 0 && ip[3] != 0 {
+		host, m, err := cString(b[end:])
+		if err != nil {
+			return Request{}, "", 0, err
+		}
+		if host == "" {
+			return Request{}, "", 0, ErrEmpty
+		}
+		r.Addr.Host = host
+		end += m
+	} else {
+		r.Addr.IP = netip.AddrFrom4(ip)
+	}
+	return r, user, end, nil
+}
+
+// cString reads a NUL-terminated field of at most 255 bytes and returns
+// it and the bytes it took, NUL included.
+func cString(b []byte) (string, int, error) {
+	for i, c := range b {
+		if c == 0 {
+			return string(b[:i]), i + 1, nil
+		}
+		if i == 255 {
+			return "", 0, ErrTooLong
+		}
+	}
+	return "", 0, ErrShort
+}
+
+// AppendReply4 appends a SOCKS4 reply: VN (0) | CD | DSTPORT | DSTIP.
+func AppendReply4(dst []byte, granted bool, bound netip.AddrPort) []byte {
+	cd := byte(Rep4Rejected)
+	if granted {
+		cd = Rep4Granted
+	}
+	ip := bound.Addr().Unmap()
+	var a [4]byte
+	if ip.Is4() {
+		a = ip.As4()
+	}
+	dst = append(dst, 0, cd)
+	dst = binary.BigEndian.AppendUint16(dst, bound.Port())
+	return append(dst, a[:]...)
+}

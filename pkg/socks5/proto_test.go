@@ -141,3 +141,52 @@ func FuzzParseUDPHeader(f *testing.F) {
 		}
 	})
 }
+
+func TestParseRequest4(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		in   []byte
+		want Request
+		user string
+		n    int
+		err  error
+	}{
+		{"socks4", []byte{4, 1, 0, 80, 10, 0, 0, 1, 'b', 'o', 'b', 0}, Request{CmdConnect, Addr{IP: netip.MustParseAddr("10.0.0.1"), Port: 80}}, "bob", 12, nil},
+		{"socks4a", []byte{4, 1, 1, 187, 0, 0, 0, 1, 0, 'a', '.', 'b', 0}, Request{CmdConnect, Addr{Host: "a.b", Port: 443}}, "", 13, nil},
+		{"no nul yet", []byte{4, 1, 0, 80, 10, 0, 0, 1, 'b'}, Request{}, "", 0, ErrShort},
+		{"4a name not ended", []byte{4, 1, 0, 80, 0, 0, 0, 9, 0, 'x'}, Request{}, "", 0, ErrShort},
+		{"4a empty name", []byte{4, 1, 0, 80, 0, 0, 0, 9, 0, 0}, Request{}, "", 0, ErrEmpty},
+		{"version 5", []byte{5, 1, 0}, Request{}, "", 0, ErrVersion},
+		{"user id too long", append([]byte{4, 1, 0, 80, 10, 0, 0, 1}, bytes.Repeat([]byte{'u'}, 300)...), Request{}, "", 0, ErrTooLong},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, user, n, err := ParseRequest4(tt.in)
+			if !errors.Is(err, tt.err) || n != tt.n || got != tt.want || user != tt.user {
+				t.Errorf("got %+v %q %d %v; want %+v %q %d %v", got, user, n, err, tt.want, tt.user, tt.n, tt.err)
+			}
+		})
+	}
+	if got, want := AppendReply4(nil, true, netip.MustParseAddrPort("1.2.3.4:80")), []byte{0, 90, 0, 80, 1, 2, 3, 4}; !bytes.Equal(got, want) {
+		t.Errorf("reply %v, want %v", got, want)
+	}
+}
+
+// FuzzParseRequest4: no input panics; a parsed request's length is within
+// the input and parsing exactly those bytes gives the same request.
+func FuzzParseRequest4(f *testing.F) {
+	f.Add([]byte{4, 1, 0, 80, 10, 0, 0, 1, 'b', 'o', 'b', 0})
+	f.Add([]byte{4, 1, 1, 187, 0, 0, 0, 1, 0, 'a', '.', 'b', 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, u, n, err := ParseRequest4(b)
+		if err != nil {
+			return
+		}
+		if n > len(b) || n < 9 {
+			t.Fatalf("n %d of %d", n, len(b))
+		}
+		r2, u2, n2, err := ParseRequest4(b[:n])
+		if err != nil || r2 != r || u2 != u || n2 != n {
+			t.Fatalf("exact bytes: %+v %q %d %v", r2, u2, n2, err)
+		}
+	})
+}

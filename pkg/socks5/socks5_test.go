@@ -244,7 +244,8 @@ func TestBadHandshakes(t *testing.T) {
 		want []byte // what the server sends before closing
 	}{
 		{"http", []byte("GET / HTTP/1.1\r\n\r\n"), nil},
-		{"socks4", []byte{4, 1, 0, 80, 127, 0, 0, 1, 0}, nil},
+		{"version 6", []byte{6, 1, 0}, nil},
+		{"socks4 user id too long", append([]byte{4, 1, 0, 80, 127, 0, 0, 1}, bytes.Repeat([]byte{'u'}, 300)...), nil},
 		{"no methods", []byte{5, 0}, nil},
 		{"gssapi only", []byte{5, 1, 1}, []byte{5, 0xFF}},
 		{"truncated greeting", []byte{5, 3, 0}, nil},
@@ -314,5 +315,72 @@ func TestBind(t *testing.T) {
 	got, err := io.ReadAll(c)
 	if err != nil || sha256.Sum256(got) != sha256.Sum256(data) {
 		t.Fatalf("peer to client: %d bytes, %v", len(got), err)
+	}
+}
+
+// TestSOCKS4: SOCKS4 and 4a CONNECT relay (sha256), a denied address is
+// rejected (91), and with users only a client whose address is a user's
+// may speak it.
+func TestSOCKS4(t *testing.T) {
+	rule, _ := acl.ParseRule("deny dest 127.0.0.2/32")
+	s := startServer(t, Config{ACL: &acl.List{Rules: []acl.Rule{rule}}})
+	echo := netip.MustParseAddrPort(startEcho(t))
+	v4req := func(ip [4]byte, host string) []byte {
+		b := []byte{4, 1, byte(echo.Port() >> 8), byte(echo.Port())}
+		b = append(append(b, ip[:]...), "user"...)
+		b = append(b, 0)
+		if host != "" {
+			b = append(append(b, host...), 0)
+		}
+		return b
+	}
+	try := func(addr string, req []byte) (byte, net.Conn) {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write(req)
+		var rep [8]byte
+		if _, err := io.ReadFull(c, rep[:]); err != nil || rep[0] != 0 {
+			t.Fatalf("reply %v %v", rep, err)
+		}
+		return rep[1], c
+	}
+	for _, tt := range []struct {
+		name string
+		req  []byte
+		want byte
+	}{
+		{"socks4", v4req([4]byte{127, 0, 0, 1}, ""), Rep4Granted},
+		{"socks4a", v4req([4]byte{0, 0, 0, 1}, "localhost"), Rep4Granted},
+		{"denied", v4req([4]byte{127, 0, 0, 2}, ""), Rep4Rejected},
+		{"denied 4a decimal", v4req([4]byte{0, 0, 0, 1}, "2130706434"), Rep4Rejected},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, c := try(s.Addr(), tt.req)
+			defer c.Close()
+			if got != tt.want {
+				t.Fatalf("reply %d, want %d", got, tt.want)
+			}
+			if got != Rep4Granted {
+				return
+			}
+			data := make([]byte, 256<<10)
+			rand.Read(data)
+			go func() { c.Write(data); c.(*net.TCPConn).CloseWrite() }()
+			back, err := io.ReadAll(c)
+			if err != nil || sha256.Sum256(back) != sha256.Sum256(data) {
+				t.Fatalf("echo %d bytes, %v", len(back), err)
+			}
+		})
+	}
+	withUsers := startServer(t, Config{Users: testUsers(t)})
+	if got, c := try(withUsers.Addr(), v4req([4]byte{127, 0, 0, 1}, "")); got != Rep4Rejected {
+		c.Close()
+		t.Errorf("socks4 from a client that is no user: %d, want %d", got, Rep4Rejected)
+	} else {
+		c.Close()
 	}
 }
