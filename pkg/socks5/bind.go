@@ -18,7 +18,8 @@ import (
 // address when the request named 0.0.0.0 or ::, each checked by the
 // rules) gets the second reply with its address, the listener closes,
 // and the pair is relayed like a CONNECT session. No connection within
-// ConnectTimeout closes the client. Others that arrive first are closed.
+// ConnectTimeout gets a second reply "host unreachable" and the close.
+// Connections from other hosts are reset.
 
 // bindEnd is the handler of a BIND's listening socket.
 type bindEnd struct{ c *conn }

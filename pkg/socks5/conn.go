@@ -123,6 +123,11 @@ func (c *conn) HandleEvent(ev uint32) {
 // expire ends a handshake that took too long (a client that stopped
 // mid-way, or a slow lookup or login).
 func (c *conn) expire() {
+	if c.state == stBind {
+		// The expected host never came: the second reply says so.
+		c.refuse(RepHostUnreachable, "bind: no inbound connection in time")
+		return
+	}
 	c.s.log.Debug("handshake timeout", "client", c.client.String(), "state", int(c.state))
 	c.s.stats[c.loop.ID()].Refused++
 	c.close(true)

@@ -384,3 +384,20 @@ func TestSOCKS4(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestBindTimeout: a BIND whose host never connects gets a second reply
+// "host unreachable" when ConnectTimeout is over.
+func TestBindTimeout(t *testing.T) {
+	s := startServer(t, Config{ConnectTimeout: 200 * time.Millisecond})
+	c, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.Write([]byte{5, 1, 0, 5, 2, 0, 1, 127, 0, 0, 1, 0, 0})
+	var r [22]byte
+	if _, err := io.ReadFull(c, r[:]); err != nil || r[3] != 0 || r[13] != byte(RepHostUnreachable) {
+		t.Fatalf("replies %v, %v", r, err)
+	}
+}
