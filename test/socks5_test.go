@@ -533,3 +533,26 @@ func TestSOCKS4Curl(t *testing.T) {
 		})
 	}
 }
+
+// TestSOCKS5CLIErrors: bad command lines of `sluice socks5` exit 2 with a
+// clear message; `sluice help socks5` documents it.
+func TestSOCKS5CLIErrors(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"socks5"}, "want LISTEN"},
+		{[]string{"socks5", "unix:/tmp/s"}, "a SOCKS5 server listens on TCP"},
+		{[]string{"socks5", "--rule", "permit all", ":0"}, "--rule"},
+		{[]string{"socks5", "--connect-port", "0", ":0"}, "--connect-port"},
+	} {
+		res := runSluice(t, tt.args...)
+		if res.code != 2 || !strings.Contains(res.stderr, tt.want) {
+			t.Errorf("sluice %v: exit %d, stderr %q; want 2 and %q", tt.args, res.code, res.stderr, tt.want)
+		}
+	}
+	res := runSluice(t, "help", "socks5")
+	if res.code != 0 || !strings.Contains(res.stdout+res.stderr, "UDP") || !strings.Contains(res.stdout+res.stderr, "--users") {
+		t.Errorf("help socks5: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+}
