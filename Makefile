@@ -86,12 +86,12 @@ run: build
 BENCH_FLAGS ?=
 bench: build cross
 	@./test/deps.sh
-	@missing=""; for c in haproxy nginx socat iperf3 squid tinyproxy; do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	@missing=""; for c in haproxy nginx socat iperf3 squid tinyproxy microsocks danted; do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
 	[ -f /usr/lib/nginx/modules/ngx_stream_module.so ] || missing="$$missing libnginx-mod-stream"; \
 	if [ -n "$$missing" ]; then \
 		echo "bench: installing the peers it compares against:$$missing"; \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy nginx-light libnginx-mod-stream socat iperf3 squid tinyproxy >/dev/null || \
-		{ echo "bench: could not install haproxy nginx-light libnginx-mod-stream socat iperf3 squid tinyproxy; install them and rerun"; exit 1; }; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy nginx-light libnginx-mod-stream socat iperf3 squid tinyproxy microsocks dante-server >/dev/null || \
+		{ echo "bench: could not install haproxy nginx-light libnginx-mod-stream socat iperf3 squid tinyproxy microsocks dante-server; install them and rerun"; exit 1; }; \
 	fi
 	$(GO) build -o bin/bench ./test/bench
 	./bin/bench -sluice bin/sluice -dist dist -out bench-results.md $(BENCH_FLAGS)

@@ -91,6 +91,7 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 		return reportConfigErrors(errs, stderr)
 	}
 	printSummary(stdout, cfg)
+	printSOCKS5Summary(stdout, cfg)
 	checkAccounting(stdout, cfg)
 	checkRates(stdout, cfg)
 	return nil

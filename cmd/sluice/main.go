@@ -25,6 +25,7 @@ Commands:
   accounting  traffic, time and quotas per user: show [USER], reset USER
   forward   relay every connection on one address to another (socat-style)
   http-proxy  an HTTP/1.1 forward proxy with CONNECT, users and ACLs
+  socks5    a SOCKS5 server (RFC 1928/1929) with the HTTP proxy's users and rules
   version   print the version, commit and platform
   help      show help for a command: sluice help forward
 
@@ -63,6 +64,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runForward(rest, stderr)
 	case "http-proxy":
 		err = runHTTPProxy(rest, stderr)
+	case "socks5":
+		err = runSOCKS5(rest, stderr)
 	case "run":
 		err = runRun(rest, stderr)
 	case "check":

@@ -62,6 +62,9 @@ type Config struct {
 	Users        []User
 	// Classes are the `config class` sections (see class.go).
 	Classes []Class
+	// SOCKS5 are the enabled socks5 sections (see socks5.go).
+	SOCKS5         []SOCKS5
+	SOCKS5Disabled []string // socks5 sections with `option enabled '0'`
 	// Disabled names the forward sections with `option enabled '0'`.
 	Disabled []string
 }
@@ -207,13 +210,14 @@ func Parse(file string, data []byte) (*Config, Errors) {
 				cfg.Disabled = append(cfg.Disabled, f.Name)
 			}
 		default:
-			if !parseHTTPSection(cfg, s, fail) && !parseClassSection(cfg, s, fail) {
-				fail("", s.Line, "unknown section type %q: want sluice, forward, http_proxy, user or class", s.Type)
+			if !parseHTTPSection(cfg, s, fail) && !parseClassSection(cfg, s, fail) && !parseSOCKS5Section(cfg, s, fail) {
+				fail("", s.Line, "unknown section type %q: want sluice, forward, http_proxy, socks5, user or class", s.Type)
 			}
 		}
 	}
 	errs = append(errs, checkListeners(file, cfg.Forwards)...)
 	errs = append(errs, checkHTTP(cfg)...)
+	errs = append(errs, checkSOCKS5(cfg)...)
 	if len(errs) > 0 {
 		sortErrors(errs)
 		return nil, errs

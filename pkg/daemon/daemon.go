@@ -64,6 +64,7 @@ type Daemon struct {
 	tel         *telemetry.Telemetry   // nil when it could not open
 	tuner       *autotune.Tuner        // nil with autotune off
 	http        httpServices           // see http.go
+	socks       socksServices          // see socks5.go
 	acct        *accounting.Accounting // nil with accounting off (accounting.go)
 	rates       *ratelimit.Registry    // users' rate and connection limits (rate.go)
 
@@ -153,6 +154,7 @@ func Start(opts Options, cfg *config.Config) (d *Daemon, err error) {
 			s.stop()
 		}
 		d.stopHTTP()
+		d.stopSOCKS5()
 		d.stopTuning()
 		d.r.Stop()
 		d.logFile.Close()
@@ -167,6 +169,9 @@ func Start(opts Options, cfg *config.Config) (d *Daemon, err error) {
 	}
 	d.setRates(cfg)
 	if err := d.createHTTP(cfg); err != nil {
+		return fail(err)
+	}
+	if err := d.createSOCKS5(cfg); err != nil {
 		return fail(err)
 	}
 	d.ctl, err = control.Listen(g.ControlSocket)
@@ -187,6 +192,10 @@ func Start(opts Options, cfg *config.Config) (d *Daemon, err error) {
 		}
 	}
 	if err := d.startHTTP(); err != nil {
+		d.ctl.Close()
+		return fail(err)
+	}
+	if err := d.startSOCKS5(); err != nil {
 		d.ctl.Close()
 		return fail(err)
 	}
@@ -356,6 +365,9 @@ func (d *Daemon) Reload() error {
 	if err := d.reloadHTTP(cfg); err != nil {
 		problems = append(problems, err)
 	}
+	if err := d.reloadSOCKS5(cfg); err != nil {
+		problems = append(problems, err)
+	}
 	d.services = next
 	d.cfg = cfg
 	d.reloads++
@@ -451,6 +463,7 @@ func (d *Daemon) Shutdown(reason string, cut <-chan os.Signal) {
 		}()
 	}
 	d.drainHTTP(ctx, &wg)
+	d.drainSOCKS5(ctx, &wg)
 	wg.Wait()
 	d.stopTuning()
 	d.ctl.Close()

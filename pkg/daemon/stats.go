@@ -120,6 +120,7 @@ func (d *Daemon) Stats() Stats {
 		add(s, true)
 	}
 	st.Services = append(st.Services, d.httpStats(ctx)...)
+	st.Services = append(st.Services, d.socksStats(ctx)...)
 	sort.Slice(st.Services, func(i, j int) bool {
 		a, b := st.Services[i], st.Services[j]
 		if a.Draining != b.Draining {

@@ -86,6 +86,9 @@ func (d *Daemon) setActiveLoops(n int) {
 	for _, s := range d.http.running {
 		s.svc.SetActiveLoops(n)
 	}
+	for _, s := range d.socks.running {
+		s.svc.SetActiveLoops(n)
+	}
 }
 
 // tuningStats fills the telemetry and tuner part of stats.

@@ -1,9 +1,7 @@
 package httpproxy
 
 import (
-	"context"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/sluice-proxy/sluice/pkg/accounting"
@@ -57,19 +55,20 @@ func (c *conn) account() bool {
 func (c *conn) watch(limited bool) {
 	switch {
 	case limited && !c.watched:
-		c.s.counted.add(c.s.cfg.Accounting, c, true)
+		c.s.counted.Add(c.s.cfg.Accounting, c, true)
 	case !limited && c.watched:
-		c.s.counted.remove(c)
+		c.s.counted.Remove(c)
 	}
 	c.watched = limited
 }
 
-func (c *conn) home() *reactor.Loop { return c.loop }
+// Home is the connection's loop (accounting.Member).
+func (c *conn) Home() *reactor.Loop { return c.loop }
 
-// syncAcct adds what the exchange in flight moved so far and, when the
+// SyncAcct adds what the exchange in flight moved so far and, when the
 // identity is over its quota, ends the connection: a 403 if the response
 // has not started, else the response is cut short.
-func (c *conn) syncAcct(now time.Time) {
+func (c *conn) SyncAcct(now time.Time) {
 	if c.acct == nil || c.state == stClosed {
 		return
 	}
@@ -149,13 +148,14 @@ func (tn *tunnel) track(r *relay.Relay) {
 		return // no accounting, or relay.Start ended it at once
 	}
 	tn.acct.relay = r
-	tn.s.counted.add(tn.s.cfg.Accounting, tn, tn.acct.rec.Limited())
+	tn.s.counted.Add(tn.s.cfg.Accounting, tn, tn.acct.rec.Limited())
 }
 
-func (tn *tunnel) home() *reactor.Loop { return tn.acct.relay.Loop() }
+// Home is the tunnel's loop (accounting.Member).
+func (tn *tunnel) Home() *reactor.Loop { return tn.acct.relay.Loop() }
 
-// syncAcct adds what the tunnel moved so far and closes it over quota.
-func (tn *tunnel) syncAcct(now time.Time) {
+// SyncAcct adds what the tunnel moved so far and closes it over quota.
+func (tn *tunnel) SyncAcct(now time.Time) {
 	if tn.acct.ended {
 		return
 	}
@@ -186,108 +186,9 @@ func (tn *tunnel) account() {
 	}
 	a.ended = true
 	if a.relay != nil {
-		tn.s.counted.remove(tn)
+		tn.s.counted.Remove(tn)
 	}
 	now := time.Now()
 	a.rec.Add(1, tn.rec.bytesUp-a.addedUp, tn.rec.bytesDn-a.addedDn, now)
 	a.rec.Close(now)
-}
-
-// counted is a live connection or tunnel whose bytes a sync adds before
-// it ends. Its methods run on its loop.
-type counted interface {
-	home() *reactor.Loop
-	// syncAcct adds what moved since the last call and closes the
-	// connection if its identity is now over its quota.
-	syncAcct(now time.Time)
-}
-
-// liveCounted are a service's live tunnels that count for an identity and
-// its client connections that count for an identity with a quota. While
-// there is one, the set is a source of the accounting (each flush and
-// snapshot syncs it); while one has a quota, the accounting also syncs it
-// every few seconds (Watch), so the quota cuts a long download or tunnel
-// short.
-type liveCounted struct {
-	mu      sync.Mutex
-	acc     *accounting.Accounting
-	set     map[counted]bool // value: the identity has a quota
-	limited int
-}
-
-// add puts x in the set, or updates whether it has a quota.
-func (lc *liveCounted) add(acc *accounting.Accounting, x counted, limited bool) {
-	lc.mu.Lock()
-	defer lc.mu.Unlock()
-	if lc.set == nil {
-		lc.set = make(map[counted]bool)
-	}
-	was, in := lc.set[x]
-	if !in && len(lc.set) == 0 {
-		lc.acc = acc
-		acc.AddSource(lc)
-	}
-	lc.set[x] = limited
-	switch {
-	case limited && (!in || !was):
-		lc.limited++
-		if lc.limited == 1 {
-			lc.acc.Watch(lc)
-		}
-	case !limited && in && was:
-		lc.unlimit()
-	}
-}
-
-func (lc *liveCounted) remove(x counted) {
-	lc.mu.Lock()
-	defer lc.mu.Unlock()
-	limited, in := lc.set[x]
-	if !in {
-		return
-	}
-	delete(lc.set, x)
-	if limited {
-		lc.unlimit()
-	}
-	if len(lc.set) == 0 {
-		lc.acc.RemoveSource(lc)
-	}
-}
-
-// unlimit counts one limited member less. Called with mu held.
-func (lc *liveCounted) unlimit() {
-	lc.limited--
-	if lc.limited == 0 {
-		lc.acc.Unwatch(lc)
-	}
-}
-
-// Sync runs every member's syncAcct on its loop; it returns when every
-// loop has, or when ctx is done.
-func (lc *liveCounted) Sync(ctx context.Context) {
-	lc.mu.Lock()
-	byLoop := make(map[*reactor.Loop][]counted)
-	for x := range lc.set {
-		l := x.home()
-		byLoop[l] = append(byLoop[l], x)
-	}
-	lc.mu.Unlock()
-	done := make(chan struct{}, len(byLoop))
-	for l, xs := range byLoop {
-		l.Post(func() {
-			now := time.Now()
-			for _, x := range xs {
-				x.syncAcct(now)
-			}
-			done <- struct{}{}
-		})
-	}
-	for range byLoop {
-		select {
-		case <-done:
-		case <-ctx.Done():
-			return
-		}
-	}
 }

@@ -35,11 +35,7 @@ func TestQuotaWatchOnlyWhileItCounts(t *testing.T) {
 			keepAliveGET(t, p.s.Addr(), origin)
 			watched := func() int {
 				done := make(chan int)
-				p.r.Loops()[0].Post(func() {
-					p.s.counted.mu.Lock()
-					defer p.s.counted.mu.Unlock()
-					done <- len(p.s.counted.set)
-				})
+				p.r.Loops()[0].Post(func() { done <- p.s.counted.Len() })
 				return <-done
 			}
 			if n := watched(); n != tt.idle {

@@ -186,7 +186,7 @@ type Service struct {
 	stats   []Stats       // one per loop, owned by it
 	live    *reactor.Live // client connections and tunnels
 	lns     *endpoint.Group
-	counted liveCounted // tunnels and connections a sync adds to the accounting (account.go)
+	counted accounting.Live // tunnels and connections a sync adds to the accounting (account.go)
 	// port is the listeners' port: with TProxy, a connection to another
 	// local port was diverted.
 	port atomic.Int32

@@ -29,7 +29,7 @@ func main() {
 			"echo": runEcho, "pingpong": runPingPong, "connrate": runConnRate,
 			"hold": runHold, "goproxy": runGoProxy,
 			"httporigin": runOrigin, "source": runSource, "httpload": runHTTPLoad,
-			"tunnel": runTunnel, "httphold": runHTTPHold, "burst": runBurst,
+			"tunnel": runTunnel, "httphold": runHTTPHold, "burst": runBurst, "socks": runSocks,
 		}[os.Args[1]]
 		if sub != nil {
 			if err := sub(os.Args[2:]); err != nil {
@@ -74,7 +74,7 @@ func runBench(args []string) error {
 	fs.DurationVar(&b.dur, "dur", 3*time.Second, "duration of each timed run")
 	fs.IntVar(&b.idleN, "idle", 9000, "idle relayed connections for the memory figure")
 	fs.IntVar(&b.httpIdleN, "http-idle", 2000, "idle keep-alive clients and tunnels for the HTTP proxy memory figure")
-	figs := fs.String("figures", "bulk,pingpong,connrate,idle,size,tune,http,cache,rate", "figures to take")
+	figs := fs.String("figures", "bulk,pingpong,connrate,idle,size,tune,http,cache,rate,socks5", "figures to take")
 	outPath := fs.String("out", "", "also write the markdown here")
 	fs.Parse(args)
 	b.only = map[string]bool{}
@@ -113,7 +113,7 @@ func runBench(args []string) error {
 		run  func() error
 	}{
 		{"bulk", b.bulk}, {"pingpong", b.pingpong}, {"connrate", b.connRate}, {"idle", b.idle}, {"size", b.size},
-		{"tune", b.tune}, {"http", b.httpFig}, {"cache", b.cacheFig}, {"rate", b.rateFig},
+		{"tune", b.tune}, {"http", b.httpFig}, {"cache", b.cacheFig}, {"rate", b.rateFig}, {"socks5", b.socksFig},
 	} {
 		if b.only[fig.name] {
 			if err := fig.run(); err != nil {
@@ -127,16 +127,26 @@ func runBench(args []string) error {
 // checkTools says what to install when a peer is missing.
 func checkTools(only map[string]bool) error {
 	var missing []string
-	tools := []string{"haproxy", "nginx", "socat", "iperf3", "taskset"}
+	tools := []string{"taskset"}
+	relayPeers := false // the SOCKS5 figure alone needs none of the relay peers
+	for f := range only {
+		relayPeers = relayPeers || f != "socks5"
+	}
+	if relayPeers {
+		tools = append(tools, "haproxy", "nginx", "socat", "iperf3")
+	}
 	if only["http"] || only["cache"] {
 		tools = append(tools, "squid", "tinyproxy")
+	}
+	if only["socks5"] {
+		tools = append(tools, "microsocks", "danted")
 	}
 	for _, t := range tools {
 		if _, err := exec.LookPath(t); err != nil {
 			missing = append(missing, t)
 		}
 	}
-	if _, err := os.Stat("/usr/lib/nginx/modules/ngx_stream_module.so"); err != nil {
+	if _, err := os.Stat("/usr/lib/nginx/modules/ngx_stream_module.so"); err != nil && relayPeers {
 		missing = append(missing, "nginx stream module")
 	}
 	if len(missing) > 0 {
