@@ -12,7 +12,7 @@ require (
 require (
 	github.com/cilium/ebpf v0.22.0
 	github.com/mdlayher/socket v0.8.0 // indirect
-	github.com/vishvananda/netns v0.0.5 // indirect
+	github.com/vishvananda/netns v0.0.5
 	golang.org/x/net v0.62.0
 	golang.org/x/sync v0.24.0 // indirect
 )

@@ -26,6 +26,8 @@ Commands:
   forward   relay every connection on one address to another (socat-style)
   http-proxy  an HTTP/1.1 forward proxy with CONNECT, users and ACLs
   socks5    a SOCKS5 server (RFC 1928/1929) with the HTTP proxy's users and rules
+  tunnel-server  the public side of a reverse tunnel: clients publish ports here
+  tunnel-client  publish local services on a tunnel server's ports, from behind NAT
   version   print the version, commit and platform
   help      show help for a command: sluice help forward
 
@@ -66,6 +68,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runHTTPProxy(rest, stderr)
 	case "socks5":
 		err = runSOCKS5(rest, stderr)
+	case "tunnel-server":
+		err = runTunnelServer(rest, stderr)
+	case "tunnel-client":
+		err = runTunnelClient(rest, stderr)
 	case "run":
 		err = runRun(rest, stderr)
 	case "check":

@@ -337,8 +337,9 @@ func (ss *session) addData(c *frameConn) {
 	}
 	ss.idle = append(ss.idle, dc)
 	s.mu.Unlock()
+	// Called from c's own frame handler: its read loop goes on with the
+	// new handler (a frame on an idle data connection is an error).
 	c.loop.SetHandler(c.fd, dc)
-	c.start()
 }
 
 // pubConn is a public connection, waiting for a data connection and then

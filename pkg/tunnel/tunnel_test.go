@@ -172,6 +172,12 @@ func roundTrip(t testing.TB, addr string, n int) error {
 func TestTunnelEcho(t *testing.T) {
 	p := startPair(t, 2, echoServer(t), nil)
 	waitPublished(t, p.cli, "published")
+	// Regression: pooled data connections were closed as soon as they
+	// were pooled (their frame was handled twice), so every public
+	// connection waited for a new one.
+	waitIdleData(t, p.srv, 2)
+	time.Sleep(100 * time.Millisecond)
+	waitIdleData(t, p.srv, 2)
 	pub := net.JoinHostPort("127.0.0.1", itoa(p.port))
 	if err := roundTrip(t, pub, 4<<20); err != nil {
 		t.Fatal(err)
@@ -214,3 +220,22 @@ func TestTunnelEcho(t *testing.T) {
 }
 
 func itoa(p uint16) string { return strconv.Itoa(int(p)) }
+
+// waitIdleData waits until the server pools n data connections of its one client.
+func waitIdleData(t *testing.T, s *Server, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, cs, err := s.Snapshot(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(cs) == 1 && cs[0].IdleData == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server pools %+v, want %d idle data connections", cs, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
