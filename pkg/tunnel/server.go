@@ -28,6 +28,9 @@ const (
 	DefaultMaxIdleData      = 64  // pooled data connections a client may keep
 	DefaultMaxPending       = 256 // public connections waiting for a data connection, per client
 	DefaultWaitData         = 10 * time.Second
+	// maxHellos bounds connections that have not logged in yet, so a
+	// flood of silent connections cannot take every fd.
+	maxHellos = 256
 )
 
 // PortRange is an inclusive range of ports.
@@ -157,6 +160,7 @@ type Server struct {
 	lns     *endpoint.Group
 	hasMain bool
 	fails   failures
+	hellos  atomic.Int64 // connections before login or data hello
 	conns   *reactor.Live // public connections being relayed
 	stats   []ServerStats // per loop, owned by it
 	live    []map[*pubConn]struct{}
@@ -369,11 +373,18 @@ func (s *Server) accept(l *reactor.Loop, fd int) {
 		sys.CloseReset(fd)
 		return
 	}
+	if s.hellos.Add(1) > maxHellos {
+		s.hellos.Add(-1)
+		s.warn.Log(slog.LevelWarn, "client refused: too many connections not logged in", "addr", from.String(), "max", maxHellos)
+		sys.CloseReset(fd)
+		return
+	}
 	if err := l.Register(fd, endpoint.ConnEvents, nil); err != nil {
+		s.hellos.Add(-1)
 		sys.Close(fd)
 		return
 	}
-	h := &hello{s: s, from: from}
+	h := &hello{s: s, from: from, counted: true}
 	h.c = newFrameConn(l, fd, h, true)
 	h.nonce = nonce()
 	ch := Challenge{Version: Version, Nonce: h.nonce}
@@ -398,10 +409,19 @@ func peerAddr(fd int) netip.Addr {
 
 // hello is a client connection before it said what it is.
 type hello struct {
-	s     *Server
-	c     *frameConn
-	from  netip.Addr
-	nonce [NonceLen]byte
+	s       *Server
+	c       *frameConn
+	from    netip.Addr
+	nonce   [NonceLen]byte
+	counted bool // in s.hellos
+}
+
+// leave takes the connection out of the not-logged-in count, once.
+func (h *hello) leave() {
+	if h.counted {
+		h.counted = false
+		h.s.hellos.Add(-1)
+	}
 }
 
 func (h *hello) frame(c *frameConn, t byte, p []byte) error {
@@ -425,6 +445,7 @@ func (h *hello) frame(c *frameConn, t byte, p []byte) error {
 }
 
 func (h *hello) closed(c *frameConn, err error) {
+	h.leave()
 	if err != nil {
 		h.s.log.Debug("client connection failed before login", "addr", h.from.String(), "err", err)
 	}
@@ -454,6 +475,7 @@ func (h *hello) login(m Login) {
 		return
 	}
 	s.fails.succeed(h.from)
+	h.leave()
 	ss := &session{srv: s, name: m.Name, token: token, id: sessionID(), from: h.from,
 		ctl: h.c, ctlLoop: h.c.loop, ports: make(map[uint16]*pubPort), heartbeat: set.heartbeat}
 	s.mu.Lock()
@@ -510,6 +532,7 @@ func (h *hello) data(m Data) {
 		return
 	}
 	h.c.deadline(0, nil)
+	h.leave()
 	ss.addData(h.c)
 }
 

@@ -239,3 +239,49 @@ func waitIdleData(t *testing.T, s *Server, n int) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestWrongTokenAndSilentConnections: a wrong token gets an Error frame
+// with the auth code; connections that never log in count against the
+// bound until they close or time out, and are released after.
+func TestWrongTokenAndSilentConnections(t *testing.T) {
+	p := startPair(t, 1, echoServer(t), func(sc *ServerConfig, cc *ClientConfig) {
+		sc.HandshakeTimeout = 300 * time.Millisecond
+		cc.Token = "wrong"
+	})
+	addr := p.srv.Addr()
+	var silent []net.Conn
+	for i := 0; i < 3; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		silent = append(silent, c)
+	}
+	// Each silent connection gets a challenge and is closed at the timeout.
+	for _, c := range silent {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b, err := io.ReadAll(c)
+		if len(b) != headerLen+1+NonceLen || b[0] != tChallenge {
+			t.Fatalf("silent connection read %d bytes (%v), want one challenge then close", len(b), err)
+		}
+		c.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for p.srv.hellos.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still counted as not logged in", p.srv.hellos.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	st, cs, err := p.srv.Snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.AuthFailures == 0 || st.Logins != 0 || len(cs) != 0 {
+		t.Fatalf("wrong token: stats %+v, clients %+v", st, cs)
+	}
+	cst, _ := p.cli.Snapshot(context.Background())
+	if !strings.Contains(cst.LastErr, "wrong client name or token") {
+		t.Fatalf("client's last error %q does not say why", cst.LastErr)
+	}
+}
