@@ -160,7 +160,7 @@ type Server struct {
 	lns     *endpoint.Group
 	hasMain bool
 	fails   failures
-	hellos  atomic.Int64 // connections before login or data hello
+	hellos  atomic.Int64  // connections before login or data hello
 	conns   *reactor.Live // public connections being relayed
 	stats   []ServerStats // per loop, owned by it
 	live    []map[*pubConn]struct{}
