@@ -356,3 +356,23 @@ func (c *Conn) Release() {
 		c.wbuf = nil
 	}
 }
+
+// KeyUpdate sends a KeyUpdate (RFC 8446 4.6.3) and moves the writing
+// direction to the next traffic secret; with request the peer must answer
+// with its own, which Read handles. ErrAgain means it waits for Flush.
+func (c *Conn) KeyUpdate(request bool) error {
+	if c.wclosed {
+		return errClosed
+	}
+	var r byte
+	if request {
+		r = 1
+	}
+	if err := c.seal(typeHandshake, []byte{24, 0, 0, 1, r}); err != nil {
+		return err
+	}
+	if err := c.out.update(); err != nil {
+		return err
+	}
+	return c.flush()
+}

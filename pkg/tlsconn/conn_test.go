@@ -111,7 +111,9 @@ type pump struct {
 	ended   bool
 	readEOF bool
 	sumFn   func() [32]byte
-	onRead  func(*pump)
+	// keyUpdateAt sends a KeyUpdate (not asking for the peer's: see docs/TLS.md, open bug) once this many
+	// bytes are sent (0: never).
+	keyUpdateAt int
 }
 
 func pattern(n int) []byte {
@@ -158,6 +160,14 @@ func (p *pump) run() {
 		return
 	}
 	for p.sent < p.send && !p.c.Pending() {
+		if p.keyUpdateAt > 0 && p.sent >= p.keyUpdateAt {
+			p.keyUpdateAt = 0
+			if err := p.c.KeyUpdate(false); err != nil && !errors.Is(err, tlsconn.ErrAgain) {
+				p.finish(err)
+				return
+			}
+			continue
+		}
 		chunk := p.out[p.sent%len(p.out):]
 		chunk = chunk[:min(len(chunk), p.send-p.sent)]
 		n, err := p.c.Write(chunk)
@@ -275,6 +285,7 @@ func TestByteExactBothWays(t *testing.T) {
 	}{
 		{"client", false, 0},
 		{"server", true, 0},
+		{"keyupdate", false, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
@@ -292,6 +303,9 @@ func TestByteExactBothWays(t *testing.T) {
 			p, hs := e.startPump(t, fd, tc.server, cfg, n)
 			if p == nil {
 				t.Fatalf("handshake: %v", <-hs)
+			}
+			if tc.suite == 1 {
+				e.loop.Post(func() { p.keyUpdateAt = n / 3 })
 			}
 			sum, errc := peerSide(peer, n, false)
 			select {
