@@ -214,3 +214,11 @@ func (p *Pool) putBuf(b []byte) {
 		p.bufs = append(p.bufs, b)
 	}
 }
+
+// LendBuf lends one of the pool's copy buffers (BufSize bytes) to a caller
+// on the pool's loop, for bytes that are in flight only; give it back with
+// ReturnBuf once drained.
+func (p *Pool) LendBuf() []byte { return p.getBuf() }
+
+// ReturnBuf gives back a buffer from LendBuf.
+func (p *Pool) ReturnBuf(b []byte) { p.putBuf(b) }

@@ -237,3 +237,13 @@ func SocketError(fd int) error {
 
 // Gettid returns the id of the calling OS thread.
 func Gettid() int { return unix.Gettid() }
+
+// Dup returns a close-on-exec duplicate of fd (sharing its open file
+// description), for handing a socket to Go's netpoller for a while.
+func Dup(fd int) (int, error) {
+	n, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
+	}
+	return n, nil
+}
